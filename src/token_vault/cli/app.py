@@ -1,0 +1,157 @@
+"""``token-vault``: the command line. Errors map to exit codes here, and only here.
+
+Exit codes: 0 success; 1 a check found a problem; 2 usage error; 3 configuration or key
+problem; 4 invalid input; 5 a token did not decrypt; 6 database unavailable; 7 migration
+refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from token_vault.config import VaultSettings
+from token_vault.crypto.keyring import generate_key_spec
+from token_vault.errors import (
+    ConfigurationError,
+    DecryptionError,
+    MigrationError,
+    UnavailableError,
+    ValidationError,
+    VaultError,
+)
+from token_vault.storage import migrate
+
+__all__ = ["EXIT_CODES", "app", "main"]
+
+T = TypeVar("T")
+
+EXIT_CODES: dict[type[VaultError], int] = {
+    ConfigurationError: 3,
+    ValidationError: 4,
+    DecryptionError: 5,
+    UnavailableError: 6,
+    MigrationError: 7,
+}
+
+app = typer.Typer(
+    help="token-vault: encrypted refresh and offline tokens for OpenID Connect apps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Schema migrations and consistency checks.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def exit_code_for(error: VaultError) -> int:
+    for kind, code in EXIT_CODES.items():
+        if isinstance(error, kind):
+            return code
+    return 1
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning vault errors into a message and an exit code."""
+    try:
+        return asyncio.run(coroutine)
+    except VaultError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(exit_code_for(error)) from None
+
+
+def _settings() -> VaultSettings:
+    return VaultSettings()
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    url = _settings().database()
+    run(migrate.upgrade(url, revision))
+    typer.echo(f"{url.redacted()}: at revision {run(migrate.current_revision(url))}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="target revision, e.g. 0001 or base")],
+) -> None:
+    """Revert migrations down to REVISION (`base` removes everything)."""
+    url = _settings().database()
+    run(migrate.downgrade(url, revision))
+    typer.echo(f"{url.redacted()}: at revision {run(migrate.current_revision(url)) or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the newest one this version knows."""
+    url = _settings().database()
+    current = run(migrate.current_revision(url))
+    typer.echo(f"current: {current or 'base'}")
+    typer.echo(f"head:    {migrate.head_revision()}")
+
+
+@db_app.command("dedupe")
+def db_dedupe(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list, delete nothing")] = False,
+) -> None:
+    """Keep each user's newest refresh token and delete the others (offline tokens stay)."""
+    removed = run(migrate.dedupe(_settings().database(), dry_run=dry_run))
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        typer.echo(f"{verb} refresh entry {entry.id} of user {entry.user_id}")
+    users = len({e.user_id for e in removed})
+    typer.echo(f"{verb} {len(removed)} duplicate refresh token(s) of {users} user(s)")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail (exit 1) if any user holds more than one refresh token."""
+    duplicates = run(migrate.check_duplicates(_settings().database()))
+    for user_id, count in duplicates:
+        typer.echo(f"user {user_id} holds {count} refresh tokens")
+    if duplicates:
+        typer.echo(f"{len(duplicates)} user(s) with duplicates; run `token-vault db dedupe`")
+        raise typer.Exit(1)
+    typer.echo("ok: no user holds more than one refresh token")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new key as TOKEN_VAULT_KEYS=... (the only command that prints a key)."""
+    typer.echo(f"TOKEN_VAULT_KEYS={generate_key_spec()}")
+
+
+@app.command("purge-expired")
+def purge_expired() -> None:
+    """Delete every entry whose expiry has passed."""
+    from token_vault.vault.core import TokenVault
+
+    async def purge() -> int:
+        async with await TokenVault.from_env() as vault:
+            return await vault.purge_expired()
+
+    typer.echo(f"purged {run(purge())} expired entr(y/ies)")
+
+
+@app.command("demo")
+def demo() -> None:
+    """A short walk-through of the library against the configured database."""
+    from token_vault.walkthrough import walkthrough
+
+    run(walkthrough(typer.echo))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Storage: the SQL the vault runs, per database, and its migrations."""

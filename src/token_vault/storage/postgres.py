@@ -1,0 +1,208 @@
+"""PostgreSQL storage on asyncpg: prepared statements, one round trip per call.
+
+The statements below are the whole of what the vault runs on PostgreSQL. The upsert
+restates the partial index's predicate as a literal in the conflict target, which is
+how PostgreSQL finds ``auth_vault_user_id_token_type_unique_idx``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from token_vault.errors import ConfigurationError, UnavailableError
+from token_vault.storage.record import NewRow, StoredRow
+from token_vault.storage.url import DatabaseURL
+
+__all__ = ["PostgresBackend", "UPSERT_REFRESH_TOKEN"]
+
+_COLUMNS = (
+    "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
+    "metadata, created_at, updated_at"
+)
+
+# $8: metadata as JSON text (or NULL); $9: now; $10: now as the metadata's updatedAt.
+UPSERT_REFRESH_TOKEN = """
+INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
+                             expires_at, session_state, metadata, created_at, updated_at)
+VALUES ($1, $2, 'refresh', $3, $4, $5, $6, $7,
+        COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
+        $9, $9)
+ON CONFLICT (user_id, token_type) WHERE token_type = 'refresh'
+DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
+              nonce = EXCLUDED.nonce,
+              key_id = EXCLUDED.key_id,
+              expires_at = EXCLUDED.expires_at,
+              session_state = EXCLUDED.session_state,
+              metadata = COALESCE(v.metadata, '{}'::jsonb)
+                         || COALESCE($8::jsonb, '{}'::jsonb)
+                         || jsonb_build_object('updatedAt', $10::text),
+              updated_at = EXCLUDED.updated_at
+RETURNING id
+"""
+
+INSERT_TOKEN = """
+INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
+                        expires_at, session_state, metadata, created_at, updated_at)
+VALUES ($1, $2, $11, $3, $4, $5, $6, $7,
+        COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
+        $9, $9)
+RETURNING id
+"""
+
+SELECT_BY_ID = f"SELECT {_COLUMNS} FROM auth_vault WHERE id = $1"
+SELECT_REFRESH_TOKEN = (
+    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = $1 AND token_type = 'refresh'"
+)
+SELECT_USER_TOKENS = (
+    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = $1 "
+    "AND ($2::text IS NULL OR token_type = $2) ORDER BY created_at, id"
+)
+DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = $1"
+DELETE_USER = "DELETE FROM auth_vault WHERE user_id = $1"
+DELETE_SESSION = (
+    "DELETE FROM auth_vault WHERE session_state = $1 AND ($2::text IS NULL OR token_type = $2)"
+)
+PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= $1"
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: the vault changes no session state, so skip the reset query.
+
+    asyncpg still rolls back an unfinished transaction before calling this.
+    """
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _params(row: NewRow) -> tuple[Any, ...]:
+    """Parameters $1-$10 shared by the upsert and the insert (the insert adds $11)."""
+    return (
+        row.id,
+        row.user_id,
+        row.ciphertext,
+        row.nonce,
+        row.key_id,
+        row.expires_at,
+        row.session_state,
+        row.metadata_json,
+        row.now,
+        _stamp(row.now),
+    )
+
+
+def _row(record: asyncpg.Record) -> StoredRow:
+    return StoredRow(
+        id=record["id"],
+        user_id=record["user_id"],
+        token_type=record["token_type"],
+        ciphertext=bytes(record["ciphertext"]),
+        nonce=bytes(record["nonce"]),
+        key_id=record["key_id"],
+        expires_at=record["expires_at"],
+        session_state=record["session_state"],
+        metadata=json.loads(record["metadata"]) if record["metadata"] is not None else {},
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+    )
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresBackend:
+    """A pool of asyncpg connections running the statements above."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(
+        cls, url: DatabaseURL, *, min_size: int = 1, max_size: int = 10
+    ) -> PostgresBackend:
+        try:
+            pool = await asyncpg.create_pool(
+                url.asyncpg_dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise UnavailableError(
+                f"cannot connect to {url.redacted()}: {type(exc).__name__}"
+            ) from None
+        return cls(pool)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._pool.acquire() as connection:
+                yield connection
+        except asyncpg.UndefinedTableError:
+            raise ConfigurationError(
+                "table auth_vault does not exist; run `token-vault db upgrade`"
+            ) from None
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+        ) as exc:
+            raise UnavailableError(f"database unavailable: {type(exc).__name__}") from None
+
+    async def upsert_refresh(self, row: NewRow) -> str:
+        async with self._connection() as con:
+            entry_id: str = await con.fetchval(UPSERT_REFRESH_TOKEN, *_params(row))
+        return entry_id
+
+    async def insert(self, row: NewRow) -> str:
+        async with self._connection() as con:
+            entry_id: str = await con.fetchval(INSERT_TOKEN, *_params(row), row.token_type)
+        return entry_id
+
+    async def fetch(self, entry_id: str) -> StoredRow | None:
+        async with self._connection() as con:
+            record = await con.fetchrow(SELECT_BY_ID, entry_id)
+        return _row(record) if record is not None else None
+
+    async def fetch_refresh(self, user_id: str) -> StoredRow | None:
+        async with self._connection() as con:
+            record = await con.fetchrow(SELECT_REFRESH_TOKEN, user_id)
+        return _row(record) if record is not None else None
+
+    async def fetch_user(self, user_id: str, token_type: str | None) -> list[StoredRow]:
+        async with self._connection() as con:
+            records = await con.fetch(SELECT_USER_TOKENS, user_id, token_type)
+        return [_row(r) for r in records]
+
+    async def delete(self, entry_id: str) -> bool:
+        async with self._connection() as con:
+            return _count(await con.execute(DELETE_BY_ID, entry_id)) > 0
+
+    async def delete_user(self, user_id: str) -> int:
+        async with self._connection() as con:
+            return _count(await con.execute(DELETE_USER, user_id))
+
+    async def delete_session(self, session_state: str, token_type: str | None) -> int:
+        async with self._connection() as con:
+            return _count(await con.execute(DELETE_SESSION, session_state, token_type))
+
+    async def purge_expired(self, now: datetime) -> int:
+        async with self._connection() as con:
+            return _count(await con.execute(PURGE_EXPIRED, now))
+
+    async def close(self) -> None:
+        await self._pool.close()

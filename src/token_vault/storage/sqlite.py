@@ -1,0 +1,211 @@
+"""SQLite storage: the embedded default, one connection on one worker thread.
+
+The statements mirror :mod:`token_vault.storage.postgres`. SQLite's ``json_patch`` is a
+recursive merge-patch (and its JSON rendering rounds numbers), so the shallow merge
+``existing || new || {"updatedAt": ...}`` is a SQL function registered on the
+connection, ``vault_merge_metadata``, evaluated inside the same single statement.
+Timestamps are stored as fixed-width ISO 8601 UTC text, which sorts correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from token_vault.errors import ConfigurationError, UnavailableError
+from token_vault.storage.record import NewRow, StoredRow
+from token_vault.storage.url import DatabaseURL
+
+__all__ = ["SQLiteBackend", "UPSERT_REFRESH_TOKEN", "connect_sqlite"]
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
+    "metadata, created_at, updated_at"
+)
+
+UPSERT_REFRESH_TOKEN = """
+INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
+                             expires_at, session_state, metadata, created_at, updated_at)
+VALUES (?1, ?2, 'refresh', ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9)
+ON CONFLICT (user_id, token_type) WHERE token_type = 'refresh'
+DO UPDATE SET ciphertext = excluded.ciphertext,
+              nonce = excluded.nonce,
+              key_id = excluded.key_id,
+              expires_at = excluded.expires_at,
+              session_state = excluded.session_state,
+              metadata = vault_merge_metadata(v.metadata, ?8, ?10),
+              updated_at = excluded.updated_at
+RETURNING id
+"""
+
+INSERT_TOKEN = """
+INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
+                        expires_at, session_state, metadata, created_at, updated_at)
+VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9)
+RETURNING id
+"""
+
+SELECT_BY_ID = f"SELECT {_COLUMNS} FROM auth_vault WHERE id = ?1"
+SELECT_REFRESH_TOKEN = (
+    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = ?1 AND token_type = 'refresh'"
+)
+SELECT_USER_TOKENS = (
+    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = ?1 "
+    "AND (?2 IS NULL OR token_type = ?2) ORDER BY created_at, id"
+)
+DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = ?1"
+DELETE_USER = "DELETE FROM auth_vault WHERE user_id = ?1"
+DELETE_SESSION = "DELETE FROM auth_vault WHERE session_state = ?1 AND (?2 IS NULL OR token_type = ?2)"
+PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= ?1"
+
+
+def to_text(moment: datetime) -> str:
+    """Fixed-width ISO 8601 in UTC, so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def merge_metadata(existing: str | None, new: str | None, stamp: str) -> str:
+    """Shallow merge ``existing || new || {"updatedAt": stamp}``: new keys win."""
+    merged: dict[str, Any] = json.loads(existing) if existing else {}
+    if new:
+        merged.update(json.loads(new))
+    merged["updatedAt"] = stamp
+    return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+
+
+def connect_sqlite(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open the vault's SQLite file with the settings every connection uses."""
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=check_same_thread, timeout=30.0
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.create_function("vault_merge_metadata", 3, merge_metadata, deterministic=True)
+    return connection
+
+
+def _params(row: NewRow) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.user_id,
+        row.ciphertext,
+        row.nonce,
+        row.key_id,
+        to_text(row.expires_at),
+        row.session_state,
+        row.metadata_json,
+        to_text(row.now),
+        _stamp(row.now),
+    )
+
+
+def _row(record: tuple[Any, ...]) -> StoredRow:
+    return StoredRow(
+        id=record[0],
+        user_id=record[1],
+        token_type=record[2],
+        ciphertext=bytes(record[3]),
+        nonce=bytes(record[4]),
+        key_id=record[5],
+        expires_at=datetime.fromisoformat(record[6]),
+        session_state=record[7],
+        metadata=json.loads(record[8]) if record[8] is not None else {},
+        created_at=datetime.fromisoformat(record[9]),
+        updated_at=datetime.fromisoformat(record[10]),
+    )
+
+
+class SQLiteBackend:
+    """Runs each call as one statement on a dedicated thread (one hop per call)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        self._connection = connection
+        self._executor = executor
+
+    @classmethod
+    async def connect(cls, url: DatabaseURL) -> SQLiteBackend:
+        path = url.sqlite_path
+        if not Path(path).parent.exists():
+            raise ConfigurationError(f"directory of the SQLite file {path!r} does not exist")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-vault-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await loop.run_in_executor(
+                executor, lambda: connect_sqlite(path, check_same_thread=False)
+            )
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            raise UnavailableError(f"cannot open SQLite file: {exc}") from None
+        return cls(connection, executor)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            try:
+                return work(self._connection)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise ConfigurationError(
+                        "table auth_vault does not exist; run `token-vault db upgrade`"
+                    ) from None
+                raise UnavailableError(f"database unavailable: {exc}") from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def upsert_refresh(self, row: NewRow) -> str:
+        params = _params(row)
+        return await self._run(
+            lambda c: str(c.execute(UPSERT_REFRESH_TOKEN, params).fetchall()[0][0])
+        )
+
+    async def insert(self, row: NewRow) -> str:
+        params = (*_params(row), row.token_type)
+        return await self._run(lambda c: str(c.execute(INSERT_TOKEN, params).fetchall()[0][0]))
+
+    async def fetch(self, entry_id: str) -> StoredRow | None:
+        record = await self._run(lambda c: c.execute(SELECT_BY_ID, (entry_id,)).fetchone())
+        return _row(record) if record is not None else None
+
+    async def fetch_refresh(self, user_id: str) -> StoredRow | None:
+        record = await self._run(
+            lambda c: c.execute(SELECT_REFRESH_TOKEN, (user_id,)).fetchone()
+        )
+        return _row(record) if record is not None else None
+
+    async def fetch_user(self, user_id: str, token_type: str | None) -> list[StoredRow]:
+        records = await self._run(
+            lambda c: c.execute(SELECT_USER_TOKENS, (user_id, token_type)).fetchall()
+        )
+        return [_row(r) for r in records]
+
+    async def delete(self, entry_id: str) -> bool:
+        return await self._run(lambda c: c.execute(DELETE_BY_ID, (entry_id,)).rowcount) > 0
+
+    async def delete_user(self, user_id: str) -> int:
+        return await self._run(lambda c: c.execute(DELETE_USER, (user_id,)).rowcount)
+
+    async def delete_session(self, session_state: str, token_type: str | None) -> int:
+        return await self._run(
+            lambda c: c.execute(DELETE_SESSION, (session_state, token_type)).rowcount
+        )
+
+    async def purge_expired(self, now: datetime) -> int:
+        return await self._run(lambda c: c.execute(PURGE_EXPIRED, (to_text(now),)).rowcount)
+
+    async def close(self) -> None:
+        await self._run(lambda c: c.close())
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""Test-support helpers for token-vault (dev OpenID provider, fixtures)."""

@@ -1,0 +1,579 @@
+"""Run the Keycloak-like dev OpenID provider (``devprovider/server.mjs``) as a process.
+
+The provider is a small Node program built on ``oidc-provider``; this module installs
+its npm dependencies on demand, starts and stops it, talks to its test hooks, and drives
+its login form headlessly so tests can run a real authorization code flow.
+
+Usage::
+
+    with DevProvider() as op:
+        with httpx.Client() as browser:
+            resp = login(browser, authorize_url, "alice")
+            # resp.headers["location"] is the redirect_uri with code and state
+
+It can also be run by hand for dev mode::
+
+    python -m token_vault.testing.devprovider --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from types import TracebackType
+
+__all__ = [
+    "DEFAULT_CALLER_CLIENT_ID",
+    "DEFAULT_CALLER_CLIENT_SECRET",
+    "DEFAULT_REALM",
+    "DEFAULT_WEB_CLIENT_ID",
+    "DEFAULT_WEB_CLIENT_SECRET",
+    "DevProvider",
+    "DevProviderError",
+    "devprovider_dir",
+    "ensure_installed",
+    "free_port",
+    "login",
+    "logout",
+]
+
+DEFAULT_REALM = "token-vault"
+DEFAULT_WEB_CLIENT_ID = "token-vault"
+DEFAULT_WEB_CLIENT_SECRET = "dev-secret"  # noqa: S105 - public dev-only credential
+DEFAULT_CALLER_CLIENT_ID = "token-vault-caller"
+DEFAULT_CALLER_CLIENT_SECRET = "caller-secret"  # noqa: S105 - public dev-only credential
+
+_OIDC_PATH = "protocol/openid-connect"
+_MAX_LOGIN_STEPS = 20
+
+
+class DevProviderError(RuntimeError):
+    """The dev provider could not be installed, started or driven."""
+
+
+def devprovider_dir() -> Path:
+    """Return ``devprovider/`` (env ``TOKEN_VAULT_DEVPROVIDER_DIR`` overrides)."""
+    override = os.environ.get("TOKEN_VAULT_DEVPROVIDER_DIR")
+    if override:
+        return Path(override).resolve()
+    return Path(__file__).resolve().parents[3] / "devprovider"
+
+
+def _executable(name: str, env_var: str) -> str:
+    found = os.environ.get(env_var) or shutil.which(name)
+    if not found:
+        raise DevProviderError(f"{name!r} not found on PATH (set {env_var} to override)")
+    return found
+
+
+def ensure_installed(directory: Path | None = None) -> Path:
+    """Run ``npm ci`` in the devprovider directory unless oidc-provider is installed.
+
+    Concurrent callers (e.g. parallel test workers) are serialised with a file lock.
+    Returns the directory.
+    """
+    root = (directory or devprovider_dir()).resolve()
+    if not (root / "server.mjs").is_file():
+        raise DevProviderError(f"no devprovider at {root}")
+    marker = root / "node_modules" / "oidc-provider" / "package.json"
+    if marker.is_file():
+        return root
+    npm = _executable("npm", "TOKEN_VAULT_NPM")
+    lock_path = Path(tempfile.gettempdir()) / f"token-vault-devprovider-{os.getuid()}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not marker.is_file():
+                result = subprocess.run(  # noqa: S603 - fixed argv, resolved npm
+                    [npm, "ci", "--no-audit", "--no-fund"],
+                    cwd=root,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if result.returncode != 0 or not marker.is_file():
+                    raise DevProviderError(
+                        f"npm ci failed in {root} (exit {result.returncode}):\n"
+                        f"{result.stderr[-4000:]}"
+                    )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return root
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class DevProvider:
+    """A running ``devprovider/server.mjs`` process (a context manager).
+
+    Every ``*_ttl`` is in seconds; ``None`` keeps the server default (access 300,
+    refresh 1800, id token = access, session 36000). ``clients`` is passed through to
+    oidc-provider's ``clients`` configuration; ``None`` means the server's defaults
+    (confidential web client ``token-vault``/``dev-secret`` and the service client
+    ``token-vault-caller``/``caller-secret``).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        realm: str = DEFAULT_REALM,
+        clients: Sequence[Mapping[str, Any]] | None = None,
+        access_token_ttl: int | None = None,
+        refresh_token_ttl: int | None = None,
+        id_token_ttl: int | None = None,
+        session_ttl: int | None = None,
+        test_hooks: bool = True,
+        redirect_uris: Sequence[str] | None = None,
+        backchannel_logout_uri: str | None = None,
+        resource_scopes: Sequence[str] | None = None,
+        audience: str | None = None,
+        jwks_path: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        directory: Path | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.realm = realm
+        self.test_hooks = test_hooks
+        self.startup_timeout = startup_timeout
+        self._directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_fd: int | None = None
+
+        env: dict[str, str] = {
+            "PORT": str(self.port),
+            "HOST": host,
+            "REALM": realm,
+            "DEVPROVIDER_TEST_HOOKS": "1" if test_hooks else "0",
+        }
+        if clients is not None:
+            env["DEVPROVIDER_CLIENTS"] = json.dumps([dict(c) for c in clients])
+        ttls = {
+            "ACCESS_TOKEN_TTL": access_token_ttl,
+            "REFRESH_TOKEN_TTL": refresh_token_ttl,
+            "ID_TOKEN_TTL": id_token_ttl,
+            "SESSION_TTL": session_ttl,
+        }
+        for name, value in ttls.items():
+            if value is not None and value <= 0:
+                raise ValueError(f"{name.lower()} must be positive")
+        optional = {
+            **ttls,
+            "DEVPROVIDER_REDIRECT_URIS": None if redirect_uris is None else ",".join(redirect_uris),
+            "DEVPROVIDER_BACKCHANNEL_LOGOUT_URI": backchannel_logout_uri,
+            "DEVPROVIDER_RESOURCE_SCOPES": None
+            if resource_scopes is None
+            else " ".join(resource_scopes),
+            "DEVPROVIDER_AUDIENCE": audience,
+            "DEVPROVIDER_JWKS": None if jwks_path is None else str(jwks_path),
+        }
+        env.update({k: str(v) for k, v in optional.items() if v is not None})
+        env.update(extra_env or {})
+        self._env = env
+
+    # -- addresses -----------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (no trailing slash)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        """The issuer, ``http://host:port/realms/<realm>``."""
+        return f"{self.base_url}/realms/{self.realm}"
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return f"{self.issuer}/{_OIDC_PATH}/auth"
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/{_OIDC_PATH}/token"
+
+    @property
+    def revocation_endpoint(self) -> str:
+        return f"{self.issuer}/{_OIDC_PATH}/revoke"
+
+    @property
+    def end_session_endpoint(self) -> str:
+        return f"{self.issuer}/{_OIDC_PATH}/logout"
+
+    @property
+    def jwks_uri(self) -> str:
+        return f"{self.issuer}/{_OIDC_PATH}/certs"
+
+    @property
+    def userinfo_endpoint(self) -> str:
+        return f"{self.issuer}/{_OIDC_PATH}/userinfo"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the process and wait until discovery answers (bounded)."""
+        if self._process is not None:
+            raise DevProviderError("dev provider already started")
+        directory = ensure_installed(self._directory)
+        node = _executable("node", "TOKEN_VAULT_NODE")
+        env = {**os.environ, **self._env}
+        # An unlinked temp file (not a pipe: a full pipe would block the server).
+        fd, log_path = tempfile.mkstemp(prefix="devprovider-", suffix=".log")
+        Path(log_path).unlink()
+        self._log_fd = fd
+        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, resolved node
+            [node, str(directory / "server.mjs")],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last_error = "no answer"
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    code = None if self._process is None else self._process.returncode
+                    raise DevProviderError(
+                        f"dev provider exited with {code} during startup:\n{self.output()}"
+                    )
+                try:
+                    resp = http.get(self.discovery_url)
+                    if resp.status_code == 200 and resp.json().get("issuer") == self.issuer:
+                        return
+                    last_error = f"HTTP {resp.status_code}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    last_error = type(exc).__name__
+                time.sleep(0.1)
+        raise DevProviderError(
+            f"dev provider not ready after {self.startup_timeout}s ({last_error}):\n{self.output()}"
+        )
+
+    def output(self, limit: int = 8000) -> str:
+        """The tail of the process's combined stdout/stderr (for diagnostics)."""
+        if self._log_fd is None:
+            return ""
+        size = os.fstat(self._log_fd).st_size
+        start = max(0, size - limit)
+        data = os.pread(self._log_fd, size - start, start)
+        return data[-limit:].decode("utf-8", errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        proc, self._process = self._process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- test hooks ----------------------------------------------------------
+
+    def _hook(self, method: str, name: str, params: Mapping[str, str] | None = None) -> Any:
+        if not self.test_hooks:
+            raise DevProviderError("test hooks are disabled for this dev provider")
+        resp = httpx.request(method, f"{self.base_url}/__test__/{name}", params=params, timeout=5.0)
+        resp.raise_for_status()
+        return resp.json()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start/reset.
+
+        Keys: ``token_requests`` (by grant_type, including injected failures),
+        ``token_requests_total``, ``token_errors`` (non-200 answers by grant_type, not
+        counting injected ones), ``injected_failures``, ``revocation_requests``,
+        ``introspection_requests``, ``backchannel_logout`` (``success``/``error``),
+        ``pending_failures`` (``status``/``count``).
+        """
+        result: dict[str, Any] = self._hook("GET", "stats")
+        return result
+
+    def reset_stats(self) -> None:
+        """Zero the counters and cancel pending injected failures."""
+        self._hook("POST", "reset")
+
+    def fail_next(self, status: int = 503, count: int = 1) -> None:
+        """Make the next ``count`` token-endpoint requests answer HTTP ``status``."""
+        self._hook("POST", "fail", {"status": str(status), "count": str(count)})
+
+
+# -- headless browser ---------------------------------------------------------
+
+
+class _Form:
+    def __init__(self, attrs: Mapping[str, str | None]) -> None:
+        self.action = attrs.get("action") or ""
+        self.method = (attrs.get("method") or "get").lower()
+        self.id = attrs.get("id") or ""
+        self.fields: list[tuple[str, str, str]] = []  # (name, value, type)
+
+    def names(self) -> set[str]:
+        return {name for name, _, _ in self.fields}
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[_Form] = []
+        self._current: _Form | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        if tag == "form":
+            self._current = _Form(attr)
+            self.forms.append(self._current)
+        elif tag in ("input", "button", "textarea", "select"):
+            name = attr.get("name")
+            if not name:
+                return
+            target = self._current
+            owner = attr.get("form")
+            if owner:
+                target = next((f for f in self.forms if f.id == owner), target)
+            if target is not None:
+                kind = (attr.get("type") or ("submit" if tag == "button" else "text")).lower()
+                target.fields.append((name, attr.get("value") or "", kind))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._current = None
+
+
+def _parse_forms(html: str) -> list[_Form]:
+    parser = _FormParser()
+    parser.feed(html)
+    parser.close()
+    return parser.forms
+
+
+def _strip_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _is_redirect(resp: httpx.Response) -> bool:
+    return resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers
+
+
+def _submit(
+    client: httpx.Client, page: httpx.Response, form: _Form, data: dict[str, str]
+) -> httpx.Response:
+    action = urljoin(str(page.url), form.action) if form.action else str(page.url)
+    if form.method == "post":
+        return client.post(action, data=data, follow_redirects=False)
+    return client.get(action, params=data, follow_redirects=False)
+
+
+def _form_data(form: _Form) -> dict[str, str]:
+    return {
+        name: value
+        for name, value, kind in form.fields
+        if kind not in ("submit", "button", "reset", "image")
+    }
+
+
+def _walk(
+    client: httpx.Client,
+    start: httpx.Response,
+    is_done: Callable[[str], bool],
+    on_page: Callable[[httpx.Response], httpx.Response | None],
+) -> httpx.Response:
+    """Follow redirects (not the final one) and let ``on_page`` submit forms.
+
+    Returns the redirect whose target satisfies ``is_done``, or the page for which
+    ``on_page`` returns ``None``.
+    """
+    resp = start
+    for _ in range(_MAX_LOGIN_STEPS):
+        if _is_redirect(resp):
+            location = urljoin(str(resp.url), resp.headers["location"])
+            if is_done(location):
+                return resp
+            resp = client.get(location, follow_redirects=False)
+            continue
+        following = on_page(resp)
+        if following is None:
+            return resp
+        resp = following
+    raise DevProviderError(
+        f"gave up after {_MAX_LOGIN_STEPS} steps (last: {_strip_query(str(resp.url))})"
+    )
+
+
+def _page_error(resp: httpx.Response, what: str) -> DevProviderError:
+    return DevProviderError(
+        f"{what}: HTTP {resp.status_code} at {_strip_query(str(resp.url))}: {resp.text[:500]}"
+    )
+
+
+def login(client: httpx.Client, authorize_url: str, username: str) -> httpx.Response:
+    """Log ``username`` in through the dev provider's login form, like a browser.
+
+    Starts at ``authorize_url`` (the full authorization request), follows redirects to
+    the login form, submits it (any password), submits consent if the provider asks,
+    and returns the response that redirects to the relying party's ``redirect_uri``
+    without following it: its ``Location`` carries ``code`` and ``state`` (or
+    ``error``). Cookies stay in ``client``, so a second call reuses the SSO session.
+    """
+    query = parse_qs(urlsplit(authorize_url).query)
+    redirect_uri = query.get("redirect_uri", [""])[0]
+    provider_origin = urlsplit(authorize_url).netloc
+
+    def is_done(location: str) -> bool:
+        if redirect_uri:
+            return _strip_query(location) == _strip_query(redirect_uri)
+        return urlsplit(location).netloc != provider_origin
+
+    def on_page(page: httpx.Response) -> httpx.Response:
+        if page.status_code != 200:
+            raise _page_error(page, "unexpected response during login")
+        forms = _parse_forms(page.text)
+        for form in forms:
+            names = form.names()
+            data = _form_data(form)
+            if "login" in names:
+                data["login"] = username
+                if "password" in names:
+                    data["password"] = "password"  # noqa: S105 - any password is accepted
+                return _submit(client, page, form, data)
+            if data.get("prompt") == "consent":
+                return _submit(client, page, form, data)
+        raise _page_error(page, "no login or consent form found")
+
+    first = client.get(authorize_url, follow_redirects=False)
+    return _walk(client, first, is_done, on_page)
+
+
+def logout(
+    client: httpx.Client,
+    end_session_url: str,
+    post_logout_redirect_uri: str | None = None,
+) -> httpx.Response:
+    """Do an RP-initiated logout and confirm it on the provider's page.
+
+    ``end_session_url`` is the full end-session request (``id_token_hint``,
+    ``client_id``, ``post_logout_redirect_uri``...). Returns either the redirect to
+    ``post_logout_redirect_uri`` (not followed) or the provider's success page.
+    Back-channel logout tokens are sent before this returns.
+    """
+    target = (
+        post_logout_redirect_uri
+        or parse_qs(urlsplit(end_session_url).query).get("post_logout_redirect_uri", [""])[0]
+    )
+    provider_origin = urlsplit(end_session_url).netloc
+    confirmed = False
+
+    def is_done(location: str) -> bool:
+        if target:
+            return _strip_query(location) == _strip_query(target)
+        return urlsplit(location).netloc != provider_origin
+
+    def on_page(page: httpx.Response) -> httpx.Response | None:
+        nonlocal confirmed
+        if confirmed:
+            return None
+        if page.status_code != 200:
+            raise _page_error(page, "unexpected response during logout")
+        for form in _parse_forms(page.text):
+            data = _form_data(form)
+            if "xsrf" in data:
+                data["logout"] = "yes"
+                confirmed = True
+                return _submit(client, page, form, data)
+        raise _page_error(page, "no logout confirmation form found")
+
+    first = client.get(end_session_url, follow_redirects=False)
+    return _walk(client, first, is_done, on_page)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the dev provider in the foreground until interrupted (dev mode)."""
+    parser = argparse.ArgumentParser(prog="python -m token_vault.testing.devprovider")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--realm", default=DEFAULT_REALM)
+    parser.add_argument("--redirect-uri", action="append", dest="redirect_uris")
+    parser.add_argument("--backchannel-logout-uri")
+    parser.add_argument("--test-hooks", action="store_true")
+    args = parser.parse_args(argv)
+    provider = DevProvider(
+        host=args.host,
+        port=args.port,
+        realm=args.realm,
+        redirect_uris=args.redirect_uris,
+        backchannel_logout_uri=args.backchannel_logout_uri,
+        test_hooks=args.test_hooks,
+    )
+    with provider:
+        print(f"dev provider running: issuer {provider.issuer}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while provider.running:
+                time.sleep(0.5)
+        if not provider.running:
+            sys.stderr.write(provider.output())
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

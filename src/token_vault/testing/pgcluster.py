@@ -1,0 +1,168 @@
+"""A throwaway PostgreSQL cluster for tests and benchmarks: initdb, pg_ctl, a temp dir.
+
+PostgreSQL refuses to run as root, so when this process is root the cluster is owned by,
+and run as, the unprivileged ``postgres`` user (or ``nobody``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["PgCluster", "find_bindir", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_bindir() -> Path:
+    """PostgreSQL's server binaries: ``$TOKEN_VAULT_PG_BINDIR``, Debian's, or the PATH."""
+    configured = os.environ.get("TOKEN_VAULT_PG_BINDIR")
+    if configured:
+        return Path(configured)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise FileNotFoundError(
+        "PostgreSQL server binaries not found; install Debian's `postgresql` package "
+        "or set TOKEN_VAULT_PG_BINDIR"
+    )
+
+
+class PgCluster:
+    """Start with :meth:`start` (or ``with``); :attr:`url` is a ``postgresql://`` URL."""
+
+    def __init__(
+        self,
+        *,
+        settings: dict[str, str] | None = None,
+        user: str = "vault",
+        database: str = "vault",
+    ) -> None:
+        self.bindir = find_bindir()
+        self.port = free_port()
+        self.user = user
+        self.database = database
+        self.password = secrets.token_urlsafe(18)
+        self.settings = {
+            "listen_addresses": "127.0.0.1",
+            "max_connections": "300",
+            "shared_buffers": "256MB",
+            **(settings or {}),
+        }
+        self._tmp: Path | None = None
+        self._owner: pwd.struct_passwd | None = None
+
+    @property
+    def url(self) -> str:
+        return (
+            f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+        )
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def data_dir(self) -> Path:
+        assert self._tmp is not None
+        return self._tmp / "data"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        owner = self._owner
+        return subprocess.run(  # noqa: S603 - fixed binaries of the PostgreSQL install
+            [str(self.bindir / args[0]), *args[1:]],
+            check=check,
+            capture_output=True,
+            text=True,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+        )
+
+    def start(self) -> PgCluster:
+        self._tmp = Path(tempfile.mkdtemp(prefix="token-vault-pg-"))
+        if os.geteuid() == 0:
+            for name in ("postgres", "nobody"):
+                try:
+                    self._owner = pwd.getpwnam(name)
+                    break
+                except KeyError:
+                    continue
+            assert self._owner is not None, "no unprivileged user to run PostgreSQL"
+            os.chown(self._tmp, self._owner.pw_uid, self._owner.pw_gid)
+        pwfile = self._tmp / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._owner:
+            os.chown(pwfile, self._owner.pw_uid, self._owner.pw_gid)
+        pwfile.chmod(0o600)
+        self._run(
+            "initdb", "-D", str(self.data_dir), "-U", self.user, f"--pwfile={pwfile}",
+            "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+        )
+        pwfile.unlink()
+        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
+        options += f" -p {self.port} -k {self._tmp}"
+        result = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self._tmp / "server.log"),
+            "-o", options, "-w", "-t", "60", "start", check=False,
+        )
+        if result.returncode != 0:
+            log = (self._tmp / "server.log").read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"PostgreSQL did not start: {result.stderr}\n{log}")
+        self.psql(f"CREATE DATABASE {self.database}", database="postgres")
+        return self
+
+    def psql(self, sql: str, *, database: str | None = None) -> str:
+        """Run SQL with psql as the cluster's superuser; returns unaligned output."""
+        env = {**os.environ, "PGPASSWORD": self.password}
+        result = subprocess.run(  # noqa: S603
+            [
+                str(self.bindir / "psql") if (self.bindir / "psql").exists() else "psql",
+                "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+                "-d", database or self.database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql,
+            ],
+            check=True, capture_output=True, text=True, env=env,
+        )
+        return result.stdout
+
+    def restart(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "restart")
+
+    def stop(self) -> None:
+        if self._tmp is None:
+            return
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop",
+                      check=False)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp = None
+
+    def __enter__(self) -> PgCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

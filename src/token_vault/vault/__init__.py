@@ -1,0 +1,1 @@
+"""The vault: validation, encryption and storage put together."""
