@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,9 @@ class Databases:
             return self.cluster.url_for(name)
         url = f"sqlite:///{self.tmp_path / (name + '.db')}"
         if migrated:
-            asyncio.run(migrate.upgrade(DatabaseURL.parse(url)))
+            # A thread of its own, so this also works from inside a running event loop.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pool.submit(asyncio.run, migrate.upgrade(DatabaseURL.parse(url))).result()
         return url
 
 

@@ -22,9 +22,7 @@ async def test_first_upsert_inserts_and_second_keeps_id(vault: TokenVault) -> No
     id1 = await vault.upsert_refresh_token(
         "user-123", "token-1", soon(), "session-1", {"email": "user@example.com", "count": 1}
     )
-    id2 = await vault.upsert_refresh_token(
-        "user-123", "token-2", soon(), "session-2", {"count": 2}
-    )
+    id2 = await vault.upsert_refresh_token("user-123", "token-2", soon(), "session-2", {"count": 2})
     assert id1 == id2
     entry = await vault.retrieve(id1)
     assert entry is not None
@@ -73,8 +71,9 @@ async def test_metadata_numbers_round_trip_exactly(vault: TokenVault) -> None:
 async def test_ten_concurrent_upserts_return_one_id(vault: TokenVault) -> None:
     ids = await asyncio.gather(
         *(
-            vault.upsert_refresh_token("user-123", f"token-{i}", soon(), f"session-{i}",
-                                       {"refreshCount": i})
+            vault.upsert_refresh_token(
+                "user-123", f"token-{i}", soon(), f"session-{i}", {"refreshCount": i}
+            )
             for i in range(10)
         )
     )
@@ -149,8 +148,9 @@ async def test_offline_tokens_get_a_row_each_and_survive_refresh_upserts(
     vault: TokenVault,
 ) -> None:
     ids = [
-        await vault.store("u", f"offline-{n}", token_type="offline", expires_at=soon(),
-                          metadata={"device": n})
+        await vault.store(
+            "u", f"offline-{n}", token_type="offline", expires_at=soon(), metadata={"device": n}
+        )
         for n in range(3)
     ]
     assert len(set(ids)) == 3

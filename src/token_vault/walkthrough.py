@@ -19,7 +19,10 @@ async def walkthrough(say: Callable[[str], None]) -> None:
     async with await TokenVault.from_env() as vault:
         say(f"opened {vault!r}")
         first = await vault.upsert_refresh_token(
-            user, secrets.token_urlsafe(48), expires, "session-1",
+            user,
+            secrets.token_urlsafe(48),
+            expires,
+            "session-1",
             {"email": f"{user}@example.test", "count": 1},
         )
         say(f"login:   upsert_refresh_token({user!r}) -> {first}")
@@ -33,12 +36,17 @@ async def walkthrough(say: Callable[[str], None]) -> None:
         say(f"         metadata merged in the database: {entry.metadata}")
         for n in range(2):
             await vault.store(
-                user, secrets.token_urlsafe(48), token_type=TokenType.OFFLINE,
-                expires_at=expires, metadata={"device": f"device-{n}"},
+                user,
+                secrets.token_urlsafe(48),
+                token_type=TokenType.OFFLINE,
+                expires_at=expires,
+                metadata={"device": f"device-{n}"},
             )
         entries = await vault.list_tokens(user)
         kinds = ", ".join(e.token_type.value for e in entries)
-        say(f"entries: {len(entries)} ({kinds}); tokens are AES-256-GCM sealed with key "
-            f"{entry.key_id!r}")
+        say(
+            f"entries: {len(entries)} ({kinds}); tokens are AES-256-GCM sealed with key "
+            f"{entry.key_id!r}"
+        )
         removed = await vault.delete_user(user)
         say(f"cleanup: delete_user({user!r}) removed {removed} entries")

@@ -129,7 +129,9 @@ class Keyring:
         if key_id == self._primary:
             raise KeyringError("the primary key cannot be removed; make another key primary")
         self.key(key_id)
-        return Keyring([k for k in self._keys.values() if k.key_id != key_id], primary=self._primary)
+        return Keyring(
+            [k for k in self._keys.values() if k.key_id != key_id], primary=self._primary
+        )
 
     def seal(self, plaintext: str, *, user_id: str, token_type: str) -> Sealed:
         """Encrypt with the primary key under a fresh random 96-bit nonce."""

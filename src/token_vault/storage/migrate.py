@@ -49,8 +49,7 @@ WITH ranked AS (
 """
 SELECT_DUPLICATES = _DUPLICATES + "SELECT id, user_id FROM ranked WHERE rn > 1 ORDER BY user_id, id"
 DELETE_DUPLICATES = (
-    _DUPLICATES
-    + "DELETE FROM auth_vault WHERE id IN (SELECT id FROM ranked WHERE rn > 1) "
+    _DUPLICATES + "DELETE FROM auth_vault WHERE id IN (SELECT id FROM ranked WHERE rn > 1) "
     "RETURNING id, user_id"
 )
 # The seed's verification query: users holding more than one refresh token.
@@ -107,7 +106,9 @@ async def run_on_connection(url: DatabaseURL, work: Callable[[Connection], T]) -
             await connection.commit()
             return result
     except (OSError, TimeoutError) as exc:
-        raise UnavailableError(f"cannot connect to {url.redacted()}: {type(exc).__name__}") from None
+        raise UnavailableError(
+            f"cannot connect to {url.redacted()}: {type(exc).__name__}"
+        ) from None
     finally:
         await engine.dispose()
 

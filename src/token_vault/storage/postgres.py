@@ -19,7 +19,7 @@ from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.record import NewRow, StoredRow
 from token_vault.storage.url import DatabaseURL
 
-__all__ = ["PostgresBackend", "UPSERT_REFRESH_TOKEN"]
+__all__ = ["UPSERT_REFRESH_TOKEN", "PostgresBackend"]
 
 _COLUMNS = (
     "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
@@ -149,9 +149,11 @@ class PostgresBackend:
         try:
             async with self._pool.acquire() as connection:
                 yield connection
-        except asyncpg.UndefinedTableError:
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError):
+            # 42P01: no table; 42P10: no unique index for the upsert's conflict target.
             raise ConfigurationError(
-                "table auth_vault does not exist; run `token-vault db upgrade`"
+                "the database schema is missing or not at the newest revision; "
+                "run `token-vault db upgrade`"
             ) from None
         except (
             OSError,

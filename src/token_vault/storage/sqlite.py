@@ -22,7 +22,7 @@ from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.record import NewRow, StoredRow
 from token_vault.storage.url import DatabaseURL
 
-__all__ = ["SQLiteBackend", "UPSERT_REFRESH_TOKEN", "connect_sqlite"]
+__all__ = ["UPSERT_REFRESH_TOKEN", "SQLiteBackend", "connect_sqlite"]
 
 T = TypeVar("T")
 
@@ -63,8 +63,15 @@ SELECT_USER_TOKENS = (
 )
 DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = ?1"
 DELETE_USER = "DELETE FROM auth_vault WHERE user_id = ?1"
-DELETE_SESSION = "DELETE FROM auth_vault WHERE session_state = ?1 AND (?2 IS NULL OR token_type = ?2)"
+DELETE_SESSION = (
+    "DELETE FROM auth_vault WHERE session_state = ?1 AND (?2 IS NULL OR token_type = ?2)"
+)
 PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= ?1"
+
+
+_SCHEMA_BEHIND = (
+    "the database schema is missing or not at the newest revision; run `token-vault db upgrade`"
+)
 
 
 def to_text(moment: datetime) -> str:
@@ -158,11 +165,10 @@ class SQLiteBackend:
             try:
                 return work(self._connection)
             except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    raise ConfigurationError(
-                        "table auth_vault does not exist; run `token-vault db upgrade`"
-                    ) from None
-                raise UnavailableError(f"database unavailable: {exc}") from None
+                message = str(exc)
+                if "no such table" in message or "ON CONFLICT clause" in message:
+                    raise ConfigurationError(_SCHEMA_BEHIND) from None
+                raise UnavailableError(f"database unavailable: {message}") from None
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
@@ -181,9 +187,7 @@ class SQLiteBackend:
         return _row(record) if record is not None else None
 
     async def fetch_refresh(self, user_id: str) -> StoredRow | None:
-        record = await self._run(
-            lambda c: c.execute(SELECT_REFRESH_TOKEN, (user_id,)).fetchone()
-        )
+        record = await self._run(lambda c: c.execute(SELECT_REFRESH_TOKEN, (user_id,)).fetchone())
         return _row(record) if record is not None else None
 
     async def fetch_user(self, user_id: str, token_type: str | None) -> list[StoredRow]:

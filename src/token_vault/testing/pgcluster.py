@@ -72,9 +72,7 @@ class PgCluster:
 
     @property
     def url(self) -> str:
-        return (
-            f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
-        )
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
     def url_for(self, database: str) -> str:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
@@ -114,15 +112,33 @@ class PgCluster:
             os.chown(pwfile, self._owner.pw_uid, self._owner.pw_gid)
         pwfile.chmod(0o600)
         self._run(
-            "initdb", "-D", str(self.data_dir), "-U", self.user, f"--pwfile={pwfile}",
-            "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         )
         pwfile.unlink()
         options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         options += f" -p {self.port} -k {self._tmp}"
         result = self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self._tmp / "server.log"),
-            "-o", options, "-w", "-t", "60", "start", check=False,
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self._tmp / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
         )
         if result.returncode != 0:
             log = (self._tmp / "server.log").read_text(errors="replace")[-2000:]
@@ -137,10 +153,24 @@ class PgCluster:
         result = subprocess.run(  # noqa: S603
             [
                 str(self.bindir / "psql") if (self.bindir / "psql").exists() else "psql",
-                "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
-                "-d", database or self.database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database or self.database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
             ],
-            check=True, capture_output=True, text=True, env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         return result.stdout
 
@@ -151,8 +181,9 @@ class PgCluster:
         if self._tmp is None:
             return
         if (self.data_dir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop",
-                      check=False)
+            self._run(
+                "pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", check=False
+            )
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
 

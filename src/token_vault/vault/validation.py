@@ -57,10 +57,12 @@ def check_token(value: object) -> str:
 
 
 def check_token_type(value: object) -> TokenType:
+    allowed = ", ".join(t.value for t in TokenType)
+    if not isinstance(value, str):
+        raise ValidationError("token_type", f"must be one of: {allowed}")
     try:
         return TokenType(value)
     except ValueError:
-        allowed = ", ".join(t.value for t in TokenType)
         raise ValidationError("token_type", f"must be one of: {allowed}") from None
 
 
@@ -82,10 +84,14 @@ def check_metadata(value: object) -> str | None:
     try:
         text = json.dumps(dict(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise ValidationError("metadata", f"is not JSON-serialisable: {type(exc).__name__}") from None
+        raise ValidationError(
+            "metadata", f"is not JSON-serialisable: {type(exc).__name__}"
+        ) from None
     size = len(text.encode("utf-8"))
     if size > MAX_METADATA_BYTES:
-        raise ValidationError("metadata", f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        raise ValidationError(
+            "metadata", f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"
+        )
     return text
 
 

@@ -1,0 +1,1 @@
+"""token-vault test suite."""

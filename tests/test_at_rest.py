@@ -1,0 +1,66 @@
+"""What an attacker with a database dump sees: ciphertext, never a token."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import subprocess
+from datetime import UTC, datetime
+
+from tests.conftest import Databases
+from token_vault import Keyring, TokenVault
+from token_vault.storage.url import DatabaseURL
+from token_vault.testing.pgcluster import PgCluster
+
+TOKENS = [f"rt-{n}-eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXBheWxvYWQ" for n in range(5)]
+
+
+async def fill(url: str, keyring: Keyring) -> None:
+    async with await TokenVault.open(url, keyring) as vault:
+        for n, token in enumerate(TOKENS):
+            await vault.upsert_refresh_token(f"user-{n}", token, datetime(2030, 1, 1, tzinfo=UTC))
+            await vault.store(f"user-{n}", token[::-1], expires_at=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def assert_no_token(dump: str) -> None:
+    assert "user-3" in dump  # the dump is real and holds the rows
+    for token in TOKENS + [t[::-1] for t in TOKENS]:
+        assert token not in dump
+        assert base64.b64encode(token.encode()).decode() not in dump
+        assert token.encode().hex() not in dump
+
+
+async def test_postgres_dump_contains_no_token(
+    databases: Databases, pg_cluster: PgCluster, keyring: Keyring
+) -> None:
+    url = databases.fresh("postgresql")
+    await fill(url, keyring)
+    name = url.rsplit("/", 1)[1]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(pg_cluster.bindir / "pg_dump"),
+            "--inserts",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(pg_cluster.port),
+            "-U",
+            pg_cluster.user,
+            name,
+        ],
+        env={"PGPASSWORD": pg_cluster.password},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert_no_token(result.stdout)
+
+
+async def test_sqlite_dump_contains_no_token(databases: Databases, keyring: Keyring) -> None:
+    url = databases.fresh("sqlite")
+    await fill(url, keyring)
+    with sqlite3.connect(DatabaseURL.parse(url).sqlite_path) as connection:
+        dump = "\n".join(connection.iterdump())
+    assert_no_token(dump)
