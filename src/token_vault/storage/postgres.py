@@ -16,14 +16,15 @@ from typing import Any
 import asyncpg
 
 from token_vault.errors import ConfigurationError, UnavailableError
-from token_vault.storage.record import NewRow, StoredRow
+from token_vault.storage.record import NewRow, RefreshWrite, SealedColumns, StoredRow
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "PostgresBackend"]
 
 _COLUMNS = (
     "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
-    "metadata, created_at, updated_at"
+    "metadata, created_at, updated_at, access_ciphertext, access_nonce, access_key_id, "
+    "access_expires_at, lease_owner, lease_expires_at, needs_reauth"
 )
 
 # $8: metadata as JSON text (or NULL); $9: now; $10: now as the metadata's updatedAt.
@@ -42,7 +43,12 @@ DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
               metadata = COALESCE(v.metadata, '{}'::jsonb)
                          || COALESCE($8::jsonb, '{}'::jsonb)
                          || jsonb_build_object('updatedAt', $10::text),
-              updated_at = EXCLUDED.updated_at
+              updated_at = EXCLUDED.updated_at,
+              needs_reauth = false,
+              access_ciphertext = NULL,
+              access_nonce = NULL,
+              access_key_id = NULL,
+              access_expires_at = NULL
 RETURNING id
 """
 
@@ -69,6 +75,68 @@ DELETE_SESSION = (
     "DELETE FROM auth_vault WHERE session_state = $1 AND ($2::text IS NULL OR token_type = $2)"
 )
 PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= $1"
+
+# Take the user's refresh lease if nobody holds it (or it lapsed); returns the row as it
+# is once the lease is ours, so the caller sees a refresh someone else just finished.
+CLAIM_REFRESH_LEASE = f"""
+UPDATE auth_vault SET lease_owner = $2, lease_expires_at = $4
+WHERE user_id = $1 AND token_type = 'refresh'
+  AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
+RETURNING {_COLUMNS}
+"""
+
+# Store a refresh's outcome, count it in the metadata, release the lease: one statement.
+# $3-$5 are NULL when the provider sent no new refresh token (the stored one is kept).
+RECORD_REFRESH = """
+UPDATE auth_vault
+SET ciphertext = COALESCE($3, ciphertext),
+    nonce = COALESCE($4, nonce),
+    key_id = COALESCE($5, key_id),
+    expires_at = COALESCE($6, expires_at),
+    session_state = COALESCE($7, session_state),
+    access_ciphertext = $8, access_nonce = $9, access_key_id = $10, access_expires_at = $11,
+    metadata = COALESCE(metadata, '{}'::jsonb) || jsonb_build_object(
+        'refreshCount',
+        CASE WHEN jsonb_typeof(metadata -> 'refreshCount') = 'number'
+             THEN (metadata ->> 'refreshCount')::numeric ELSE 0 END + 1,
+        'lastRefresh', $13::text,
+        'updatedAt', $13::text),
+    updated_at = $12,
+    needs_reauth = false,
+    lease_owner = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_expires_at END
+WHERE id = $1 AND nonce = $14
+RETURNING id
+"""
+
+CACHE_ACCESS_TOKEN = """
+UPDATE auth_vault
+SET access_ciphertext = $2, access_nonce = $3, access_key_id = $4, access_expires_at = $5
+WHERE id = $1
+"""
+
+RELEASE_LEASE = (
+    "UPDATE auth_vault SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE id = $1 AND lease_owner = $2"
+)
+
+MARK_NEEDS_REAUTH = """
+UPDATE auth_vault
+SET needs_reauth = true,
+    access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
+    access_expires_at = NULL, updated_at = $4,
+    lease_owner = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_expires_at END
+WHERE id = $1 AND nonce = $3
+RETURNING id
+"""
+
+REMEMBER_LOGOUT_TOKEN = """
+INSERT INTO auth_vault_seen_logout_token (jti, expires_at) VALUES ($1, $2)
+ON CONFLICT (jti) DO NOTHING
+RETURNING jti
+"""
+FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < $1"
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -99,6 +167,13 @@ def _params(row: NewRow) -> tuple[Any, ...]:
 
 
 def _row(record: asyncpg.Record) -> StoredRow:
+    access = None
+    if record["access_ciphertext"] is not None:
+        access = SealedColumns(
+            bytes(record["access_ciphertext"]),
+            bytes(record["access_nonce"]),
+            record["access_key_id"],
+        )
     return StoredRow(
         id=record["id"],
         user_id=record["user_id"],
@@ -111,6 +186,11 @@ def _row(record: asyncpg.Record) -> StoredRow:
         metadata=json.loads(record["metadata"]) if record["metadata"] is not None else {},
         created_at=record["created_at"],
         updated_at=record["updated_at"],
+        access=access,
+        access_expires_at=record["access_expires_at"],
+        lease_owner=record["lease_owner"],
+        lease_expires_at=record["lease_expires_at"],
+        needs_reauth=record["needs_reauth"],
     )
 
 
@@ -149,8 +229,12 @@ class PostgresBackend:
         try:
             async with self._pool.acquire() as connection:
                 yield connection
-        except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError):
-            # 42P01: no table; 42P10: no unique index for the upsert's conflict target.
+        except (
+            asyncpg.UndefinedTableError,
+            asyncpg.UndefinedColumnError,
+            asyncpg.InvalidColumnReferenceError,
+        ):
+            # 42P01 no table, 42703 no column, 42P10 no unique index for ON CONFLICT.
             raise ConfigurationError(
                 "the database schema is missing or not at the newest revision; "
                 "run `token-vault db upgrade`"
@@ -205,6 +289,65 @@ class PostgresBackend:
     async def purge_expired(self, now: datetime) -> int:
         async with self._connection() as con:
             return _count(await con.execute(PURGE_EXPIRED, now))
+
+    async def claim_refresh(
+        self, user_id: str, owner: str, now: datetime, until: datetime
+    ) -> StoredRow | None:
+        async with self._connection() as con:
+            record = await con.fetchrow(CLAIM_REFRESH_LEASE, user_id, owner, now, until)
+        return _row(record) if record is not None else None
+
+    async def record_refresh(self, write: RefreshWrite) -> bool:
+        refresh = write.refresh
+        async with self._connection() as con:
+            written = await con.fetchval(
+                RECORD_REFRESH,
+                write.entry_id,
+                write.owner,
+                refresh.ciphertext if refresh else None,
+                refresh.nonce if refresh else None,
+                refresh.key_id if refresh else None,
+                write.refresh_expires_at,
+                write.session_state,
+                write.access.ciphertext,
+                write.access.nonce,
+                write.access.key_id,
+                write.access_expires_at,
+                write.now,
+                _stamp(write.now),
+                write.expected_nonce,
+            )
+        return written is not None
+
+    async def cache_access(
+        self, entry_id: str, access: SealedColumns, expires_at: datetime
+    ) -> None:
+        async with self._connection() as con:
+            await con.execute(
+                CACHE_ACCESS_TOKEN,
+                entry_id,
+                access.ciphertext,
+                access.nonce,
+                access.key_id,
+                expires_at,
+            )
+
+    async def release_lease(self, entry_id: str, owner: str) -> None:
+        async with self._connection() as con:
+            await con.execute(RELEASE_LEASE, entry_id, owner)
+
+    async def mark_needs_reauth(
+        self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime
+    ) -> bool:
+        async with self._connection() as con:
+            marked = await con.fetchval(MARK_NEEDS_REAUTH, entry_id, owner, expected_nonce, now)
+        return marked is not None
+
+    async def remember_logout_token(self, jti: str, expires_at: datetime, now: datetime) -> bool:
+        async with self._connection() as con:
+            await con.execute(FORGET_OLD_LOGOUT_TOKENS, now)
+            first = await con.fetchval(REMEMBER_LOGOUT_TOKEN, jti, expires_at)
+        return first is not None
 
     async def close(self) -> None:
         await self._pool.close()

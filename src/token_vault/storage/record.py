@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["Backend", "NewRow", "StoredRow"]
+__all__ = ["Backend", "NewRow", "RefreshWrite", "SealedColumns", "StoredRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedColumns:
+    """A ciphertext, its nonce and its key id, as three columns."""
+
+    ciphertext: bytes = field(repr=False)
+    nonce: bytes = field(repr=False)
+    key_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +35,26 @@ class NewRow:
 
 
 @dataclass(frozen=True, slots=True)
+class RefreshWrite:
+    """The outcome of a refresh at the provider, written in one statement.
+
+    ``refresh`` is ``None`` when the provider sent no new refresh token: the stored one
+    stays. The write applies only while the row still holds ``expected_nonce`` (a login
+    that stored a newer token in the meantime wins) and releases ``owner``'s lease.
+    """
+
+    entry_id: str
+    owner: str
+    expected_nonce: bytes = field(repr=False)
+    refresh: SealedColumns | None
+    refresh_expires_at: datetime | None
+    session_state: str | None
+    access: SealedColumns
+    access_expires_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRow:
     """A row as read back from ``auth_vault``."""
 
@@ -40,6 +69,11 @@ class StoredRow:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    access: SealedColumns | None = None
+    access_expires_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    needs_reauth: bool = False
 
 
 class Backend(Protocol):
@@ -64,5 +98,25 @@ class Backend(Protocol):
     async def delete_session(self, session_state: str, token_type: str | None) -> int: ...
 
     async def purge_expired(self, now: datetime) -> int: ...
+
+    async def claim_refresh(
+        self, user_id: str, owner: str, now: datetime, until: datetime
+    ) -> StoredRow | None: ...
+
+    async def record_refresh(self, write: RefreshWrite) -> bool: ...
+
+    async def cache_access(
+        self, entry_id: str, access: SealedColumns, expires_at: datetime
+    ) -> None: ...
+
+    async def release_lease(self, entry_id: str, owner: str) -> None: ...
+
+    async def mark_needs_reauth(
+        self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime
+    ) -> bool: ...
+
+    async def remember_logout_token(
+        self, jti: str, expires_at: datetime, now: datetime
+    ) -> bool: ...
 
     async def close(self) -> None: ...

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from token_vault.errors import ConfigurationError, UnavailableError
-from token_vault.storage.record import NewRow, StoredRow
+from token_vault.storage.record import NewRow, RefreshWrite, SealedColumns, StoredRow
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "SQLiteBackend", "connect_sqlite"]
@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 _COLUMNS = (
     "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
-    "metadata, created_at, updated_at"
+    "metadata, created_at, updated_at, access_ciphertext, access_nonce, access_key_id, "
+    "access_expires_at, lease_owner, lease_expires_at, needs_reauth"
 )
 
 UPSERT_REFRESH_TOKEN = """
@@ -42,7 +43,12 @@ DO UPDATE SET ciphertext = excluded.ciphertext,
               expires_at = excluded.expires_at,
               session_state = excluded.session_state,
               metadata = vault_merge_metadata(v.metadata, ?8, ?10),
-              updated_at = excluded.updated_at
+              updated_at = excluded.updated_at,
+              needs_reauth = 0,
+              access_ciphertext = NULL,
+              access_nonce = NULL,
+              access_key_id = NULL,
+              access_expires_at = NULL
 RETURNING id
 """
 
@@ -68,7 +74,61 @@ DELETE_SESSION = (
 )
 PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= ?1"
 
+CLAIM_REFRESH_LEASE = f"""
+UPDATE auth_vault SET lease_owner = ?2, lease_expires_at = ?4
+WHERE user_id = ?1 AND token_type = 'refresh'
+  AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
+RETURNING {_COLUMNS}
+"""
 
+RECORD_REFRESH = """
+UPDATE auth_vault
+SET ciphertext = COALESCE(?3, ciphertext),
+    nonce = COALESCE(?4, nonce),
+    key_id = COALESCE(?5, key_id),
+    expires_at = COALESCE(?6, expires_at),
+    session_state = COALESCE(?7, session_state),
+    access_ciphertext = ?8, access_nonce = ?9, access_key_id = ?10, access_expires_at = ?11,
+    metadata = vault_count_refresh(metadata, ?13),
+    updated_at = ?12,
+    needs_reauth = 0,
+    lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_expires_at END
+WHERE id = ?1 AND nonce = ?14
+RETURNING id
+"""
+
+CACHE_ACCESS_TOKEN = """
+UPDATE auth_vault
+SET access_ciphertext = ?2, access_nonce = ?3, access_key_id = ?4, access_expires_at = ?5
+WHERE id = ?1
+"""
+
+RELEASE_LEASE = (
+    "UPDATE auth_vault SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE id = ?1 AND lease_owner = ?2"
+)
+
+MARK_NEEDS_REAUTH = """
+UPDATE auth_vault
+SET needs_reauth = 1,
+    access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
+    access_expires_at = NULL, updated_at = ?4,
+    lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_expires_at END
+WHERE id = ?1 AND nonce = ?3
+RETURNING id
+"""
+
+REMEMBER_LOGOUT_TOKEN = """
+INSERT INTO auth_vault_seen_logout_token (jti, expires_at) VALUES (?1, ?2)
+ON CONFLICT (jti) DO NOTHING
+RETURNING jti
+"""
+FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < ?1"
+
+
+_SCHEMA_SIGNS = ("no such table", "no such column", "ON CONFLICT clause")
 _SCHEMA_BEHIND = (
     "the database schema is missing or not at the newest revision; run `token-vault db upgrade`"
 )
@@ -92,6 +152,17 @@ def merge_metadata(existing: str | None, new: str | None, stamp: str) -> str:
     return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
 
 
+def count_refresh(existing: str | None, stamp: str) -> str:
+    """``refreshCount + 1`` and ``lastRefresh``/``updatedAt`` stamped, in the metadata."""
+    merged: dict[str, Any] = json.loads(existing) if existing else {}
+    count = merged.get("refreshCount")
+    base = count if isinstance(count, int | float) and not isinstance(count, bool) else 0
+    merged["refreshCount"] = base + 1
+    merged["lastRefresh"] = stamp
+    merged["updatedAt"] = stamp
+    return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+
+
 def connect_sqlite(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open the vault's SQLite file with the settings every connection uses."""
     connection = sqlite3.connect(
@@ -101,6 +172,7 @@ def connect_sqlite(path: str, *, check_same_thread: bool = True) -> sqlite3.Conn
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.create_function("vault_merge_metadata", 3, merge_metadata, deterministic=True)
+    connection.create_function("vault_count_refresh", 2, count_refresh, deterministic=True)
     return connection
 
 
@@ -119,7 +191,14 @@ def _params(row: NewRow) -> tuple[Any, ...]:
     )
 
 
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
 def _row(record: tuple[Any, ...]) -> StoredRow:
+    access = None
+    if record[11] is not None:
+        access = SealedColumns(bytes(record[11]), bytes(record[12]), record[13])
     return StoredRow(
         id=record[0],
         user_id=record[1],
@@ -132,6 +211,11 @@ def _row(record: tuple[Any, ...]) -> StoredRow:
         metadata=json.loads(record[8]) if record[8] is not None else {},
         created_at=datetime.fromisoformat(record[9]),
         updated_at=datetime.fromisoformat(record[10]),
+        access=access,
+        access_expires_at=_time(record[14]),
+        lease_owner=record[15],
+        lease_expires_at=_time(record[16]),
+        needs_reauth=bool(record[17]),
     )
 
 
@@ -166,7 +250,7 @@ class SQLiteBackend:
                 return work(self._connection)
             except sqlite3.OperationalError as exc:
                 message = str(exc)
-                if "no such table" in message or "ON CONFLICT clause" in message:
+                if any(sign in message for sign in _SCHEMA_SIGNS):
                     raise ConfigurationError(_SCHEMA_BEHIND) from None
                 raise UnavailableError(f"database unavailable: {message}") from None
 
@@ -209,6 +293,56 @@ class SQLiteBackend:
 
     async def purge_expired(self, now: datetime) -> int:
         return await self._run(lambda c: c.execute(PURGE_EXPIRED, (to_text(now),)).rowcount)
+
+    async def claim_refresh(
+        self, user_id: str, owner: str, now: datetime, until: datetime
+    ) -> StoredRow | None:
+        params = (user_id, owner, to_text(now), to_text(until))
+        records = await self._run(lambda c: c.execute(CLAIM_REFRESH_LEASE, params).fetchall())
+        return _row(records[0]) if records else None
+
+    async def record_refresh(self, write: RefreshWrite) -> bool:
+        refresh = write.refresh
+        expires = write.refresh_expires_at
+        params = (
+            write.entry_id,
+            write.owner,
+            refresh.ciphertext if refresh else None,
+            refresh.nonce if refresh else None,
+            refresh.key_id if refresh else None,
+            to_text(expires) if expires else None,
+            write.session_state,
+            write.access.ciphertext,
+            write.access.nonce,
+            write.access.key_id,
+            to_text(write.access_expires_at),
+            to_text(write.now),
+            _stamp(write.now),
+            write.expected_nonce,
+        )
+        return bool(await self._run(lambda c: c.execute(RECORD_REFRESH, params).fetchall()))
+
+    async def cache_access(
+        self, entry_id: str, access: SealedColumns, expires_at: datetime
+    ) -> None:
+        params = (entry_id, access.ciphertext, access.nonce, access.key_id, to_text(expires_at))
+        await self._run(lambda c: c.execute(CACHE_ACCESS_TOKEN, params))
+
+    async def release_lease(self, entry_id: str, owner: str) -> None:
+        await self._run(lambda c: c.execute(RELEASE_LEASE, (entry_id, owner)))
+
+    async def mark_needs_reauth(
+        self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime
+    ) -> bool:
+        params = (entry_id, owner, expected_nonce, to_text(now))
+        return bool(await self._run(lambda c: c.execute(MARK_NEEDS_REAUTH, params).fetchall()))
+
+    async def remember_logout_token(self, jti: str, expires_at: datetime, now: datetime) -> bool:
+        def work(c: sqlite3.Connection) -> bool:
+            c.execute(FORGET_OLD_LOGOUT_TOKENS, (to_text(now),))
+            return bool(c.execute(REMEMBER_LOGOUT_TOKEN, (jti, to_text(expires_at))).fetchall())
+
+        return await self._run(work)
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())

@@ -209,6 +209,10 @@ class TokenVault:
             metadata=row.metadata,
             created_at=row.created_at.astimezone(UTC),
             updated_at=row.updated_at.astimezone(UTC),
+            needs_reauth=row.needs_reauth,
+            access_expires_at=(
+                row.access_expires_at.astimezone(UTC) if row.access_expires_at else None
+            ),
         )
 
     # -- deletes ---------------------------------------------------------------------

@@ -36,13 +36,15 @@ class VaultEntry:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    needs_reauth: bool = False
+    access_expires_at: datetime | None = None
 
     def __repr__(self) -> str:
         return (
             f"VaultEntry(id={self.id!r}, user_id={self.user_id!r}, "
             f"token_type={self.token_type.value!r}, token={mask(self.token)!r}, "
             f"key_id={self.key_id!r}, expires_at={self.expires_at.isoformat()!r}, "
-            f"session_state={self.session_state!r})"
+            f"session_state={self.session_state!r}, needs_reauth={self.needs_reauth!r})"
         )
 
     def is_expired_at(self, now: datetime) -> bool:
