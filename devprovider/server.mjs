@@ -67,13 +67,15 @@ const RESOURCE_SCOPES = (process.env.DEVPROVIDER_RESOURCE_SCOPES
 const TEST_HOOKS = process.env.DEVPROVIDER_TEST_HOOKS === '1';
 
 function defaultClients() {
+  const redirectUris = (process.env.DEVPROVIDER_REDIRECT_URIS || 'http://127.0.0.1:8000/auth/callback')
+    .split(',').map((s) => s.trim()).filter(Boolean);
   const web = {
     client_id: 'token-vault',
     client_secret: 'dev-secret',
     client_name: 'token-vault',
-    redirect_uris: (process.env.DEVPROVIDER_REDIRECT_URIS || 'http://127.0.0.1:8000/auth/callback')
-      .split(',').map((s) => s.trim()).filter(Boolean),
-    post_logout_redirect_uris: ['http://127.0.0.1:8000/'],
+    redirect_uris: redirectUris,
+    // After logout the browser may return to the front page of any app it logs in to.
+    post_logout_redirect_uris: [...new Set(redirectUris.map((u) => `${new URL(u).origin}/`))],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',

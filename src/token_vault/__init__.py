@@ -12,16 +12,27 @@ from token_vault.errors import (
     DecryptionError,
     DuplicateRefreshTokensError,
     KeyringError,
+    LogoutTokenError,
     MigrationError,
+    NotFoundError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+    ReauthRequiredError,
     UnavailableError,
     ValidationError,
     VaultError,
 )
+from token_vault.oidc.access import AccessToken, AccessTokens
+from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
+from token_vault.oidc.routes import LoginSettings, RelyingParty
 from token_vault.storage.url import DatabaseURL
 from token_vault.vault.core import TokenVault
 from token_vault.vault.entry import TokenType, VaultEntry
 
 __all__ = [
+    "AccessToken",
+    "AccessTokens",
     "ConfigurationError",
     "DatabaseURL",
     "DecryptionError",
@@ -29,7 +40,17 @@ __all__ = [
     "Key",
     "Keyring",
     "KeyringError",
+    "LoginSettings",
+    "LogoutTokenError",
     "MigrationError",
+    "NotFoundError",
+    "OpenIDProvider",
+    "ProviderError",
+    "ProviderResponseError",
+    "ProviderSettings",
+    "ProviderUnavailableError",
+    "ReauthRequiredError",
+    "RelyingParty",
     "TokenType",
     "TokenVault",
     "UnavailableError",

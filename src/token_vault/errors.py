@@ -10,12 +10,19 @@ data (field names, entry ids, counts), never a token, a key or a password.
     │   └── KeyringError            no usable encryption key (missing, short, malformed)
     ├── ValidationError             bad input, refused before anything was written
     ├── DecryptionError             a ciphertext did not decrypt (opaque on purpose)
+    ├── NotFoundError               no such entry
     ├── UnavailableError            the database cannot be reached right now; retry later
-    └── MigrationError              the schema cannot be changed as asked
-        └── DuplicateRefreshTokensError
-                                    users hold several refresh tokens; run `db dedupe`
+    ├── MigrationError              the schema cannot be changed as asked
+    │   └── DuplicateRefreshTokensError
+    │                               users hold several refresh tokens; run `db dedupe`
+    ├── LogoutTokenError            a back-channel logout token was refused (``reason``)
+    ├── ReauthRequiredError         the user's grant is gone or dead; they must log in again
+    └── ProviderError               the OpenID provider did not give a usable answer
+        ├── ProviderUnavailableError  5xx or timeouts, after bounded retries
+        └── ProviderResponseError     a malformed answer, or an ID token that fails checks
 
-The mapping to CLI exit codes lives in :mod:`token_vault.cli.app`.
+The mapping to CLI exit codes lives in :mod:`token_vault.cli.app`; the mapping to HTTP
+statuses in :mod:`token_vault.service.problem`.
 """
 
 from __future__ import annotations
@@ -25,7 +32,13 @@ __all__ = [
     "DecryptionError",
     "DuplicateRefreshTokensError",
     "KeyringError",
+    "LogoutTokenError",
     "MigrationError",
+    "NotFoundError",
+    "ProviderError",
+    "ProviderResponseError",
+    "ProviderUnavailableError",
+    "ReauthRequiredError",
     "UnavailableError",
     "ValidationError",
     "VaultError",
@@ -88,3 +101,43 @@ class DuplicateRefreshTokensError(MigrationError):
             "(keeps each user's newest refresh token), then `token-vault db upgrade` again."
         )
         self.users_affected = users_affected
+
+
+class NotFoundError(VaultError):
+    """No entry matches (e.g. no refresh token stored for the user)."""
+
+
+class ReauthRequiredError(VaultError):
+    """The user must log in again: no refresh token stored, or the provider killed the grant.
+
+    ``reason`` is ``"no_refresh_token"`` or ``"invalid_grant"``.
+    """
+
+    def __init__(self, user_id: str, reason: str) -> None:
+        super().__init__(f"user {user_id!r} must log in again ({reason})")
+        self.user_id = user_id
+        self.reason = reason
+
+
+class ProviderError(VaultError):
+    """The OpenID provider did not give a usable answer; stored tokens were left as they were."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider answered 5xx or timed out on every attempt."""
+
+
+class ProviderResponseError(ProviderError):
+    """The provider's answer was malformed, or carried an ID token that failed validation."""
+
+
+class LogoutTokenError(VaultError):
+    """A back-channel logout token was refused; nothing was changed.
+
+    ``reason`` is a short code such as ``"bad_signature"`` or ``"replayed"`` (the list is
+    in :mod:`token_vault.oidc.logout_token`). The message never quotes the token.
+    """
+
+    def __init__(self, reason: str, description: str = "the token is invalid") -> None:
+        super().__init__(f"logout token refused ({reason}): {description}")
+        self.reason = reason

@@ -72,6 +72,8 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
+from token_vault.errors import LogoutTokenError
+
 __all__ = [
     "BACKCHANNEL_LOGOUT_EVENT",
     "DEFAULT_ALGORITHMS",
@@ -123,17 +125,8 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
 }
 
 
-class LogoutTokenError(Exception):
-    """A logout token was refused; nothing should change.
-
-    ``reason`` is a short machine-friendly code (see the module docstring for the list).
-    The message says what was wrong, never what the token or any claim contained.
-    """
-
-    def __init__(self, reason: str) -> None:
-        description = _DESCRIPTIONS.get(reason, "the token is invalid")
-        super().__init__(f"logout token refused ({reason}): {description}")
-        self.reason = reason
+def _refused(reason: str) -> LogoutTokenError:
+    return LogoutTokenError(reason, _DESCRIPTIONS.get(reason, "the token is invalid"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +176,8 @@ def validate_logout_token(
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
+    if isinstance(algorithms, str):
+        raise ValueError("algorithms must be a sequence of names, not one string")
     if not algorithms or any(alg.lower() == "none" for alg in algorithms):
         raise ValueError("algorithms must be non-empty and must not contain 'none'")
     now = now.astimezone(UTC)
@@ -205,37 +200,37 @@ def validate_logout_token(
 def _split_compact(token: str) -> str:
     """Refuse what is not a compact JWS by shape, and return its header segment."""
     if not isinstance(token, str):
-        raise LogoutTokenError("malformed")
+        raise _refused("malformed")
     if len(token) > MAX_LOGOUT_TOKEN_LENGTH:
-        raise LogoutTokenError("too_large")
+        raise _refused("too_large")
     if not token.isascii():
-        raise LogoutTokenError("malformed")
+        raise _refused("malformed")
     segments = token.split(".")
     if len(segments) == 5:
-        raise LogoutTokenError("encrypted")
+        raise _refused("encrypted")
     if len(segments) != 3 or not segments[0]:
-        raise LogoutTokenError("malformed")
+        raise _refused("malformed")
     return segments[0]
 
 
 def _check_header(header: dict[str, object], algorithms: Sequence[str]) -> None:
     alg = header.get("alg")
     if not isinstance(alg, str):
-        raise LogoutTokenError("malformed")
+        raise _refused("malformed")
     if alg.lower() == "none":
-        raise LogoutTokenError("unsigned")
+        raise _refused("unsigned")
     if alg not in algorithms:
-        raise LogoutTokenError("disallowed_algorithm")
+        raise _refused("disallowed_algorithm")
     if "crit" in header or "b64" in header:
-        raise LogoutTokenError("unsupported_header")
+        raise _refused("unsupported_header")
     if "typ" in header:
         typ = header["typ"]
         if not isinstance(typ, str):
-            raise LogoutTokenError("wrong_type")
+            raise _refused("wrong_type")
         # Media types compare case-insensitively; "application/" may be omitted (RFC 7515).
         typ = typ.lower().removeprefix("application/")
         if typ not in _ACCEPTED_TYPES:
-            raise LogoutTokenError("wrong_type")
+            raise _refused("wrong_type")
 
 
 def _verify_signature(token: str, keys: KeySet, algorithms: Sequence[str]) -> bytes:
@@ -244,9 +239,9 @@ def _verify_signature(token: str, keys: KeySet, algorithms: Sequence[str]) -> by
     try:
         signed = jws.deserialize_compact(token, keys, registry=registry)
     except ExceededSizeError as error:
-        raise LogoutTokenError("too_large") from error
+        raise _refused("too_large") from error
     except UnsupportedAlgorithmError as error:
-        raise LogoutTokenError("disallowed_algorithm") from error
+        raise _refused("disallowed_algorithm") from error
     except (
         BadSignatureError,
         InvalidKeyIdError,
@@ -255,12 +250,12 @@ def _verify_signature(token: str, keys: KeySet, algorithms: Sequence[str]) -> by
         InvalidKeyCurveError,
         InvalidKeyLengthError,
     ) as error:
-        raise LogoutTokenError("bad_signature") from error
+        raise _refused("bad_signature") from error
     except JoseError as error:
-        raise LogoutTokenError("malformed") from error
+        raise _refused("malformed") from error
     except ValueError as error:
         # joserfc raises a bare ValueError for an unusable key (e.g. an empty HMAC key).
-        raise LogoutTokenError("bad_signature") from error
+        raise _refused("bad_signature") from error
     return signed.payload
 
 
@@ -274,54 +269,54 @@ def _check_claims(
     max_age: timedelta,
 ) -> LogoutClaims:
     if claims.get("iss") != issuer:
-        raise LogoutTokenError("wrong_issuer")
+        raise _refused("wrong_issuer")
 
     aud = claims.get("aud")
     if not (aud == audience or (isinstance(aud, list) and audience in aud)):
-        raise LogoutTokenError("wrong_audience")
+        raise _refused("wrong_audience")
 
     if "iat" not in claims:
-        raise LogoutTokenError("missing_iat")
+        raise _refused("missing_iat")
     issued_at = _numeric_date(claims["iat"], reason="invalid_iat")
     if issued_at > now + leeway:
-        raise LogoutTokenError("iat_in_future")
+        raise _refused("iat_in_future")
     if issued_at < now - max_age - leeway:
-        raise LogoutTokenError("too_old")
+        raise _refused("too_old")
 
     if "exp" in claims:
         expires_at = _numeric_date(claims["exp"], reason="invalid_exp")
         if expires_at < now - leeway:
-            raise LogoutTokenError("expired")
+            raise _refused("expired")
     else:
         expires_at = issued_at + max_age
 
     if "jti" not in claims:
-        raise LogoutTokenError("missing_jti")
+        raise _refused("missing_jti")
     jti = claims["jti"]
     if not isinstance(jti, str) or not jti:
-        raise LogoutTokenError("invalid_jti")
+        raise _refused("invalid_jti")
 
     if "events" not in claims:
-        raise LogoutTokenError("missing_events")
+        raise _refused("missing_events")
     events = claims["events"]
     if not isinstance(events, dict):
-        raise LogoutTokenError("invalid_events")
+        raise _refused("invalid_events")
     if BACKCHANNEL_LOGOUT_EVENT not in events:
-        raise LogoutTokenError("missing_logout_event")
+        raise _refused("missing_logout_event")
     if not isinstance(events[BACKCHANNEL_LOGOUT_EVENT], dict):
-        raise LogoutTokenError("invalid_logout_event")
+        raise _refused("invalid_logout_event")
 
     subject = _optional_string(claims, "sub", reason="invalid_sub")
     session_id = _optional_string(claims, "sid", reason="invalid_sid")
     if subject is None and session_id is None:
-        raise LogoutTokenError("missing_sub_and_sid")
+        raise _refused("missing_sub_and_sid")
 
     if "nonce" in claims:
-        raise LogoutTokenError("nonce_present")
+        raise _refused("nonce_present")
 
     revoke_offline_access = claims.get("revoke_offline_access", False)
     if not isinstance(revoke_offline_access, bool):
-        raise LogoutTokenError("invalid_revoke_offline_access")
+        raise _refused("invalid_revoke_offline_access")
 
     return LogoutClaims(
         issuer=issuer,
@@ -337,13 +332,13 @@ def _check_claims(
 def _numeric_date(value: object, *, reason: str) -> datetime:
     """An RFC 7519 NumericDate as an aware UTC datetime; booleans are not numbers."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise LogoutTokenError(reason)
+        raise _refused(reason)
     if not math.isfinite(value):
-        raise LogoutTokenError(reason)
+        raise _refused(reason)
     try:
         return datetime.fromtimestamp(value, tz=UTC)
     except (OverflowError, OSError, ValueError) as error:
-        raise LogoutTokenError(reason) from error
+        raise _refused(reason) from error
 
 
 def _optional_string(claims: dict[str, object], name: str, *, reason: str) -> str | None:
@@ -352,7 +347,7 @@ def _optional_string(claims: dict[str, object], name: str, *, reason: str) -> st
         return None
     value = claims[name]
     if not isinstance(value, str) or not value:
-        raise LogoutTokenError(reason)
+        raise _refused(reason)
     return value
 
 
@@ -364,7 +359,7 @@ def _decode_json_object(segment: str) -> dict[str, object]:
             segment.translate(_FROM_URLSAFE) + "=" * (-len(segment) % 4), validate=True
         )
     except (binascii.Error, ValueError) as error:
-        raise LogoutTokenError("malformed") from error
+        raise _refused("malformed") from error
     return _parse_json_object(raw)
 
 
@@ -380,9 +375,9 @@ def _parse_json_object(raw: bytes) -> dict[str, object]:
             parse_constant=_reject_constant,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise LogoutTokenError("malformed") from error
+        raise _refused("malformed") from error
     if not isinstance(value, dict):
-        raise LogoutTokenError("malformed")
+        raise _refused("malformed")
     return value
 
 

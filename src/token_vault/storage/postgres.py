@@ -70,7 +70,7 @@ SELECT_USER_TOKENS = (
     "AND ($2::text IS NULL OR token_type = $2) ORDER BY created_at, id"
 )
 DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = $1"
-DELETE_USER = "DELETE FROM auth_vault WHERE user_id = $1"
+DELETE_USER = "DELETE FROM auth_vault WHERE user_id = $1 AND ($2::text IS NULL OR token_type = $2)"
 DELETE_SESSION = (
     "DELETE FROM auth_vault WHERE session_state = $1 AND ($2::text IS NULL OR token_type = $2)"
 )
@@ -278,9 +278,9 @@ class PostgresBackend:
         async with self._connection() as con:
             return _count(await con.execute(DELETE_BY_ID, entry_id)) > 0
 
-    async def delete_user(self, user_id: str) -> int:
+    async def delete_user(self, user_id: str, token_type: str | None) -> int:
         async with self._connection() as con:
-            return _count(await con.execute(DELETE_USER, user_id))
+            return _count(await con.execute(DELETE_USER, user_id, token_type))
 
     async def delete_session(self, session_state: str, token_type: str | None) -> int:
         async with self._connection() as con:

@@ -68,7 +68,7 @@ SELECT_USER_TOKENS = (
     "AND (?2 IS NULL OR token_type = ?2) ORDER BY created_at, id"
 )
 DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = ?1"
-DELETE_USER = "DELETE FROM auth_vault WHERE user_id = ?1"
+DELETE_USER = "DELETE FROM auth_vault WHERE user_id = ?1 AND (?2 IS NULL OR token_type = ?2)"
 DELETE_SESSION = (
     "DELETE FROM auth_vault WHERE session_state = ?1 AND (?2 IS NULL OR token_type = ?2)"
 )
@@ -283,8 +283,8 @@ class SQLiteBackend:
     async def delete(self, entry_id: str) -> bool:
         return await self._run(lambda c: c.execute(DELETE_BY_ID, (entry_id,)).rowcount) > 0
 
-    async def delete_user(self, user_id: str) -> int:
-        return await self._run(lambda c: c.execute(DELETE_USER, (user_id,)).rowcount)
+    async def delete_user(self, user_id: str, token_type: str | None) -> int:
+        return await self._run(lambda c: c.execute(DELETE_USER, (user_id, token_type)).rowcount)
 
     async def delete_session(self, session_state: str, token_type: str | None) -> int:
         return await self._run(

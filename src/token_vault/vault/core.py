@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from token_vault.crypto.keyring import Keyring, Sealed
-from token_vault.storage.record import Backend, NewRow, StoredRow
+from token_vault.storage.record import Backend, NewRow, SealedColumns, StoredRow
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
 from token_vault.vault.entry import TokenType, VaultEntry
 from token_vault.vault.validation import (
@@ -20,7 +20,10 @@ from token_vault.vault.validation import (
     check_token_type,
 )
 
-__all__ = ["Clock", "TokenVault", "connect_backend", "utc_now"]
+__all__ = ["ACCESS_TOKEN_TYPE", "Clock", "TokenVault", "connect_backend", "utc_now"]
+
+# Associated-data label of cached access tokens: not a row type, only a binding.
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a label, not a secret
 
 Clock = Callable[[], datetime]
 
@@ -176,12 +179,12 @@ class TokenVault:
     async def retrieve(self, entry_id: str) -> VaultEntry | None:
         """The entry with this id, decrypted, or ``None``."""
         row = await self._backend.fetch(check_identifier("entry_id", entry_id))
-        return self._open(row) if row is not None else None
+        return self.entry_from_row(row) if row is not None else None
 
     async def get_refresh_token(self, user_id: str) -> VaultEntry | None:
         """The user's refresh-token entry, decrypted, or ``None``."""
         row = await self._backend.fetch_refresh(check_identifier("user_id", user_id))
-        return self._open(row) if row is not None else None
+        return self.entry_from_row(row) if row is not None else None
 
     async def list_tokens(
         self, user_id: str, token_type: TokenType | str | None = None
@@ -189,9 +192,10 @@ class TokenVault:
         """The user's entries, oldest first, optionally of one type."""
         kind = check_token_type(token_type).value if token_type is not None else None
         rows = await self._backend.fetch_user(check_identifier("user_id", user_id), kind)
-        return [self._open(row) for row in rows]
+        return [self.entry_from_row(row) for row in rows]
 
-    def _open(self, row: StoredRow) -> VaultEntry:
+    def entry_from_row(self, row: StoredRow) -> VaultEntry:
+        """Decrypt a stored row into an entry (raises :class:`DecryptionError`)."""
         token = self._keyring.open(
             Sealed(row.ciphertext, row.nonce, row.key_id),
             user_id=row.user_id,
@@ -215,15 +219,40 @@ class TokenVault:
             ),
         )
 
+    # -- the access-token cache (used by token_vault.oidc) --------------------------------
+
+    def seal(self, token: str, *, user_id: str, token_type: str) -> SealedColumns:
+        sealed = self._keyring.seal(token, user_id=user_id, token_type=token_type)
+        return SealedColumns(sealed.ciphertext, sealed.nonce, sealed.key_id)
+
+    def open_access_token(self, row: StoredRow) -> str | None:
+        """The cached access token of a refresh row, decrypted, or ``None``."""
+        if row.access is None:
+            return None
+        return self._keyring.open(
+            Sealed(row.access.ciphertext, row.access.nonce, row.access.key_id),
+            user_id=row.user_id,
+            token_type=ACCESS_TOKEN_TYPE,
+            entry_id=row.id,
+        )
+
+    async def cache_access_token(
+        self, entry_id: str, user_id: str, token: str, expires_at: datetime
+    ) -> None:
+        """Keep an access token, sealed, beside the user's refresh token."""
+        sealed = self.seal(check_token(token), user_id=user_id, token_type=ACCESS_TOKEN_TYPE)
+        await self._backend.cache_access(entry_id, sealed, check_expires_at(expires_at))
+
     # -- deletes ---------------------------------------------------------------------
 
     async def delete(self, entry_id: str) -> bool:
         """Delete one entry; ``True`` if it existed."""
         return await self._backend.delete(check_identifier("entry_id", entry_id))
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry of the user; returns how many."""
-        return await self._backend.delete_user(check_identifier("user_id", user_id))
+    async def delete_user(self, user_id: str, *, token_type: TokenType | str | None = None) -> int:
+        """Delete the user's entries (optionally of one type); returns how many."""
+        kind = check_token_type(token_type).value if token_type is not None else None
+        return await self._backend.delete_user(check_identifier("user_id", user_id), kind)
 
     async def delete_session(
         self, session_state: str, *, token_type: TokenType | str | None = None
@@ -232,6 +261,12 @@ class TokenVault:
         kind = check_token_type(token_type).value if token_type is not None else None
         return await self._backend.delete_session(
             check_identifier("session_state", session_state), kind
+        )
+
+    async def remember_logout_token(self, jti: str, expires_at: datetime) -> bool:
+        """Record a back-channel logout token's ``jti``; ``False`` if it was seen before."""
+        return await self._backend.remember_logout_token(
+            check_identifier("jti", jti), check_expires_at(expires_at), self._clock()
         )
 
     async def purge_expired(self) -> int:

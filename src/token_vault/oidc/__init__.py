@@ -1,0 +1,1 @@
+"""OpenID Connect integration: the provider client, fresh access tokens, login routes."""

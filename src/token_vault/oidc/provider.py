@@ -1,0 +1,277 @@
+"""Talking to the OpenID provider: discovery, keys, refresh, revocation, ID tokens.
+
+Built on Authlib's httpx client for the token endpoint and on joserfc for JWTs. The HTTP
+transport is a parameter, so tests and embedders can route or wrap it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from token_vault.errors import (
+    ProviderError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+    ReauthRequiredError,
+)
+
+__all__ = ["ID_TOKEN_ALGORITHMS", "OpenIDProvider", "ProviderSettings", "TokenSet"]
+
+ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+_KEYS_MIN_REFETCH_SECONDS = 30.0
+
+Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """Where the provider is and how this client authenticates to it."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    timeout: float = 10.0
+    attempts: int = 3
+    backoff: float = 0.2
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def _optional_int(response: Mapping[str, Any], name: str) -> int | None:
+    value = response.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ProviderResponseError(f"token response field {name!r} is not a number")
+    return int(value)
+
+
+def _optional_str(response: Mapping[str, Any], name: str) -> str | None:
+    value = response.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProviderResponseError(f"token response field {name!r} is not a string")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    """A token endpoint response. Tokens are kept out of ``repr``."""
+
+    access_token: str = field(repr=False)
+    expires_in: int | None
+    refresh_token: str | None = field(repr=False)
+    refresh_expires_in: int | None
+    id_token: str | None = field(repr=False)
+    session_state: str | None
+    scope: str | None
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any]) -> TokenSet:
+        access = _optional_str(response, "access_token")
+        if access is None:
+            raise ProviderResponseError("token response carries no access_token")
+        token_type = response.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise ProviderResponseError("token response is not a Bearer token")
+        return cls(
+            access_token=access,
+            expires_in=_optional_int(response, "expires_in"),
+            refresh_token=_optional_str(response, "refresh_token"),
+            refresh_expires_in=_optional_int(response, "refresh_expires_in"),
+            id_token=_optional_str(response, "id_token"),
+            session_state=_optional_str(response, "session_state"),
+            scope=_optional_str(response, "scope"),
+        )
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset((self.scope or "").split())
+
+
+class OpenIDProvider:
+    """One OpenID provider and this app's confidential client at it."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(timeout=settings.timeout, transport=transport)
+        self._oauth = AsyncOAuth2Client(
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
+            timeout=settings.timeout,
+            transport=transport,
+        )
+        self._metadata: dict[str, Any] | None = None
+        self._keys: KeySet | None = None
+        self._keys_fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        settings = self.settings
+        return f"OpenIDProvider(issuer={settings.issuer!r}, client_id={settings.client_id!r})"
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        await self._oauth.aclose()
+
+    # -- discovery and keys ----------------------------------------------------------
+
+    async def metadata(self) -> dict[str, Any]:
+        """The discovery document, fetched once (with retries) and checked."""
+        if self._metadata is None:
+            async with self._lock:
+                if self._metadata is None:
+                    document = await self._get_json(self.settings.discovery_url)
+                    if document.get("issuer") != self.settings.issuer:
+                        raise ProviderResponseError(
+                            "discovery document names another issuer than configured"
+                        )
+                    self._metadata = document
+        return self._metadata
+
+    async def endpoint(self, name: str) -> str | None:
+        value = (await self.metadata()).get(name)
+        return value if isinstance(value, str) else None
+
+    async def key_set(self, *, refetch: bool = False) -> KeySet:
+        """The provider's signing keys; ``refetch`` reloads them (at most every 30 s)."""
+        stale = refetch and time.monotonic() - self._keys_fetched_at > _KEYS_MIN_REFETCH_SECONDS
+        if self._keys is None or stale:
+            jwks_uri = await self.endpoint("jwks_uri")
+            if jwks_uri is None:
+                raise ProviderResponseError("discovery document has no jwks_uri")
+            document = await self._get_json(jwks_uri)
+            try:
+                self._keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
+            except (JoseError, ValueError, TypeError, KeyError):
+                raise ProviderResponseError("provider's JWKS could not be read") from None
+            self._keys_fetched_at = time.monotonic()
+        return self._keys
+
+    async def decode_jwt(
+        self, token: str, algorithms: tuple[str, ...] = ID_TOKEN_ALGORITHMS
+    ) -> jwt.Token:
+        """Verify a JWT's signature with the provider's keys (reloading them once if needed)."""
+        for refetch in (False, True):
+            keys = await self.key_set(refetch=refetch)
+            try:
+                return jwt.decode(token, keys, algorithms=list(algorithms))
+            except (JoseError, ValueError, TypeError):
+                continue
+        raise ProviderResponseError("JWT signature could not be verified")
+
+    async def validate_id_token(
+        self, id_token: str, *, subject: str | None = None
+    ) -> dict[str, Any]:
+        """Signature, ``iss``, ``aud``, ``exp``, ``iat``, ``sub``: the claims, or an error."""
+        token = await self.decode_jwt(id_token)
+        registry = jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": self.settings.issuer},
+            sub={"essential": True, **({"value": subject} if subject else {})},
+            exp={"essential": True},
+            iat={"essential": True},
+            leeway=60,
+        )
+        try:
+            registry.validate(token.claims)
+        except JoseError as exc:
+            raise ProviderResponseError(f"ID token rejected: {exc.error}") from None
+        audience = token.claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.settings.client_id not in audiences:
+            raise ProviderResponseError("ID token rejected: not issued to this client")
+        return dict(token.claims)
+
+    # -- token endpoint --------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str, *, user_id: str) -> TokenSet:
+        """Use a refresh token; retries 5xx and timeouts, never ``invalid_grant``."""
+        token_endpoint = await self.endpoint("token_endpoint")
+        if token_endpoint is None:
+            raise ProviderResponseError("discovery document has no token_endpoint")
+
+        async def attempt() -> Mapping[str, Any]:
+            try:
+                response: Mapping[str, Any] = await self._oauth.refresh_token(
+                    token_endpoint, refresh_token=refresh_token
+                )
+            except OAuthError as exc:
+                if exc.error == "invalid_grant":
+                    raise ReauthRequiredError(user_id, "invalid_grant") from None
+                raise ProviderResponseError(f"provider refused the refresh: {exc.error}") from None
+            return response
+
+        return TokenSet.from_response(await self._with_retries(attempt, "token endpoint"))
+
+    async def revoke(self, token: str, *, hint: str = "refresh_token") -> bool:
+        """RFC 7009 revocation; ``False`` if the provider has no endpoint or is down."""
+        endpoint = await self.endpoint("revocation_endpoint")
+        if endpoint is None:
+            return False
+        try:
+            response = await self._http.post(
+                endpoint,
+                data={"token": token, "token_type_hint": hint},
+                auth=(self.settings.client_id, self.settings.client_secret),
+            )
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        async def attempt() -> dict[str, Any]:
+            response = await self._http.get(url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            document: object = response.json()
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            return document
+
+        return await self._with_retries(attempt, url)
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        attempts = max(1, self.settings.attempts)
+        for number in range(attempts):
+            try:
+                return await attempt()
+            except ProviderError:
+                raise
+            except ReauthRequiredError:
+                raise
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                if status < 500 and status != 429:
+                    raise ProviderResponseError(f"{what} answered HTTP {status}") from None
+            except (httpx.TimeoutException, httpx.TransportError):
+                pass
+            except ValueError:
+                raise ProviderResponseError(f"{what} answered something that is not JSON") from None
+            if number + 1 < attempts:
+                await self._sleep(self.settings.backoff * 2**number)
+        raise ProviderUnavailableError(f"{what} unavailable after {attempts} attempts")

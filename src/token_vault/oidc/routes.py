@@ -1,0 +1,265 @@
+"""Login, callback, logout and back-channel logout, mountable in any Starlette/FastAPI app.
+
+The browser session (Starlette's signed-cookie ``SessionMiddleware``, which the app must
+install) holds only the user id and the vault entry id, never a token. During a login
+Authlib also keeps the ``state``, ``nonce`` and PKCE verifier there until the callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.starlette_client import OAuth
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route, Router
+
+from token_vault.errors import LogoutTokenError, ProviderError, VaultError
+from token_vault.oidc.access import AccessTokens
+from token_vault.oidc.logout_token import LogoutClaims, validate_logout_token
+from token_vault.oidc.provider import OpenIDProvider
+from token_vault.vault.core import Clock, TokenVault, utc_now
+from token_vault.vault.entry import TokenType
+
+__all__ = ["LoginSettings", "RelyingParty", "SessionUser"]
+
+log = logging.getLogger(__name__)
+
+OFFLINE_SCOPE = "offline_access"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSettings:
+    """How the login routes behave. ``base_url`` is the app's public URL."""
+
+    base_url: str
+    prefix: str = "/auth"
+    after_login: str = "/"
+    after_logout: str = "/"
+    provider_name: str = "oidc"
+    default_refresh_ttl: timedelta = timedelta(days=30)
+    end_provider_session: bool = True
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.base_url.rstrip('/')}{self.prefix}/callback"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUser:
+    """Who is signed in, as the browser session records it."""
+
+    user_id: str
+    entry_id: str
+
+
+class RelyingParty:
+    """The login half of an app: stores the refresh token at login, removes it at logout."""
+
+    def __init__(
+        self,
+        vault: TokenVault,
+        provider: OpenIDProvider,
+        access_tokens: AccessTokens,
+        settings: LoginSettings,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.vault = vault
+        self.provider = provider
+        self.access_tokens = access_tokens
+        self.settings = settings
+        self._clock = clock
+        oauth = OAuth()
+        provider_settings = provider.settings
+        self._client: Any = oauth.register(
+            name="vault",
+            client_id=provider_settings.client_id,
+            client_secret=provider_settings.client_secret,
+            server_metadata_url=provider_settings.discovery_url,
+            client_kwargs={
+                "scope": " ".join(provider_settings.scopes),
+                "code_challenge_method": "S256",
+                "timeout": provider_settings.timeout,
+            },
+        )
+
+    def routes(self) -> list[Route]:
+        prefix = self.settings.prefix
+        return [
+            Route(f"{prefix}/login", self.login, methods=["GET"], name="login"),
+            Route(f"{prefix}/callback", self.callback, methods=["GET"], name="callback"),
+            Route(f"{prefix}/logout", self.logout, methods=["GET", "POST"], name="logout"),
+            Route(
+                f"{prefix}/backchannel-logout",
+                self.backchannel_logout,
+                methods=["POST"],
+                name="backchannel_logout",
+            ),
+        ]
+
+    def router(self) -> Router:
+        return Router(routes=self.routes())
+
+    @staticmethod
+    def current_user(request: Request) -> SessionUser | None:
+        user_id = request.session.get("user_id")
+        entry_id = request.session.get("entry_id")
+        if isinstance(user_id, str) and isinstance(entry_id, str):
+            return SessionUser(user_id, entry_id)
+        return None
+
+    # -- routes ----------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        try:
+            response: Response = await self._client.authorize_redirect(
+                request, self.settings.callback_url
+            )
+        except (OAuthError, ProviderError, OSError) as exc:
+            log.warning("login could not start: %s", type(exc).__name__)
+            return PlainTextResponse("the identity provider is unavailable", status_code=503)
+        return response
+
+    async def callback(self, request: Request) -> Response:
+        try:
+            token: dict[str, Any] = await self._client.authorize_access_token(request)
+        except OAuthError as exc:
+            log.info("login refused at callback: %s", exc.error)
+            return PlainTextResponse(f"login failed: {exc.error}", status_code=400)
+        except Exception as exc:  # a network error or an ID token that fails validation
+            log.warning("login failed at callback: %s", type(exc).__name__)
+            return PlainTextResponse("login failed", status_code=400)
+        claims = token.get("userinfo") or {}
+        subject = claims.get("sub")
+        refresh_token = token.get("refresh_token")
+        if not isinstance(subject, str) or not isinstance(refresh_token, str):
+            return PlainTextResponse("login failed: no refresh token issued", status_code=400)
+        try:
+            entry_id = await self._store_login(subject, refresh_token, token, claims)
+        except VaultError as exc:
+            log.warning("login could not be stored: %s", type(exc).__name__)
+            return PlainTextResponse("login could not be stored", status_code=503)
+        request.session.clear()
+        request.session["user_id"] = subject
+        request.session["entry_id"] = entry_id
+        return RedirectResponse(self.settings.after_login, status_code=303)
+
+    async def _store_login(
+        self, subject: str, refresh_token: str, token: dict[str, Any], claims: dict[str, Any]
+    ) -> str:
+        now = self._clock()
+        ttl = token.get("refresh_expires_in")
+        refresh_ttl = (
+            timedelta(seconds=int(ttl))
+            if isinstance(ttl, int | float) and ttl > 0
+            else self.settings.default_refresh_ttl
+        )
+        session_id = claims.get("sid") or token.get("session_state")
+        metadata = {
+            "email": claims.get("email"),
+            "name": claims.get("name"),
+            "provider": self.settings.provider_name,
+            "loginTime": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        if OFFLINE_SCOPE in str(token.get("scope", "")).split():
+            return await self.vault.store(
+                subject,
+                refresh_token,
+                token_type=TokenType.OFFLINE,
+                expires_at=now + refresh_ttl,
+                session_state=session_id,
+                metadata=metadata,
+            )
+        entry_id = await self.vault.upsert_refresh_token(
+            subject, refresh_token, now + refresh_ttl, session_id, metadata
+        )
+        access_token = token.get("access_token")
+        expires_in = token.get("expires_in")
+        if isinstance(access_token, str) and isinstance(expires_in, int) and expires_in > 0:
+            await self.vault.cache_access_token(
+                entry_id, subject, access_token, now + timedelta(seconds=expires_in)
+            )
+        return entry_id
+
+    async def logout(self, request: Request) -> Response:
+        user = self.current_user(request)
+        request.session.clear()
+        if user is not None:
+            entry = None
+            try:
+                entry = await self.vault.retrieve(user.entry_id)
+            except VaultError as exc:
+                log.warning("logout could not read the entry: %s", type(exc).__name__)
+            if entry is not None:
+                try:
+                    await self.provider.revoke(entry.token)
+                except ProviderError as exc:  # a provider that is down does not stop logout
+                    log.warning("provider revocation failed: %s", type(exc).__name__)
+                await self.vault.delete(entry.id)
+        target = self.settings.after_logout
+        if self.settings.end_provider_session:
+            try:
+                end_session = await self.provider.endpoint("end_session_endpoint")
+            except ProviderError:
+                end_session = None
+            if end_session:
+                after = f"{self.settings.base_url.rstrip('/')}{self.settings.after_logout}"
+                query = {
+                    "client_id": self.provider.settings.client_id,
+                    "post_logout_redirect_uri": after,
+                }
+                target = f"{end_session}?{urlencode(query)}"
+        return RedirectResponse(target, status_code=303)
+
+    async def backchannel_logout(self, request: Request) -> Response:
+        """OpenID Back-Channel Logout 1.0: 200 when done, 400 (nothing changed) otherwise."""
+        headers = {"Cache-Control": "no-store"}
+        try:
+            form = await request.form()
+            logout_token = form.get("logout_token")
+            if not isinstance(logout_token, str):
+                raise LogoutTokenError("malformed", "logout_token is missing")
+            claims = await self._validate(logout_token)
+            if not await self.vault.remember_logout_token(claims.jti, claims.expires_at):
+                raise LogoutTokenError("replayed", "this logout token was used before")
+        except LogoutTokenError as exc:
+            log.info("back-channel logout refused: %s", exc.reason)
+            body = {"error": "invalid_request", "error_description": str(exc)}
+            return JSONResponse(body, status_code=400, headers=headers)
+        except (ProviderError, VaultError) as exc:
+            log.warning("back-channel logout failed: %s", type(exc).__name__)
+            body = {"error": "temporarily_unavailable"}
+            return JSONResponse(body, status_code=503, headers=headers)
+        if claims.session_id is not None:
+            await self.vault.delete_session(claims.session_id, token_type=TokenType.REFRESH)
+        elif claims.subject is not None:
+            await self.vault.delete_user(claims.subject, token_type=TokenType.REFRESH)
+        if claims.revoke_offline_access:
+            if claims.subject is not None:
+                await self.vault.delete_user(claims.subject, token_type=TokenType.OFFLINE)
+            elif claims.session_id is not None:
+                await self.vault.delete_session(claims.session_id, token_type=TokenType.OFFLINE)
+        return Response(status_code=200, headers=headers)
+
+    async def _validate(self, logout_token: str) -> LogoutClaims:
+        settings = self.provider.settings
+        for refetch in (False, True):
+            keys = await self.provider.key_set(refetch=refetch)
+            try:
+                return validate_logout_token(
+                    logout_token,
+                    keys=keys,
+                    issuer=settings.issuer,
+                    audience=settings.client_id,
+                    now=self._clock(),
+                )
+            except LogoutTokenError as exc:
+                if exc.reason != "bad_signature" or refetch:
+                    raise
+        raise AssertionError("unreachable")
