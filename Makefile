@@ -15,13 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	@mkdir -p var
-	@test -s var/dev-keys || { $(BIN)/token-vault keys generate | sed 's/^TOKEN_VAULT_KEYS=//' > var/dev-keys; \
-	  chmod 600 var/dev-keys; echo "warning: generated a DEV key in var/dev-keys; never use it in production" >&2; }
-	TOKEN_VAULT_KEYS_FILE=var/dev-keys TOKEN_VAULT_DATABASE_URL=sqlite:///var/token-vault.db \
-	  $(BIN)/token-vault db upgrade
-	TOKEN_VAULT_KEYS_FILE=var/dev-keys TOKEN_VAULT_DATABASE_URL=sqlite:///var/token-vault.db \
-	  $(BIN)/token-vault demo
+	$(BIN)/token-vault serve --dev
 
 test: install
 	$(BIN)/ruff check src tests

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import warnings
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -142,6 +143,59 @@ def purge_expired() -> None:
     typer.echo(f"purged {run(purge())} expired entr(y/ies)")
 
 
+@app.command("serve")
+def serve(
+    dev: Annotated[
+        bool, typer.Option("--dev", help="dev mode: local key, SQLite, dev provider")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="interface (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+) -> None:
+    """Serve the web page and the API (production settings unless --dev)."""
+    if dev:
+        from token_vault.service.dev import run_dev
+
+        run_dev(host=host or "127.0.0.1", port=port or 8000)
+        return
+    import uvicorn
+
+    from token_vault.service.app import create_app
+    from token_vault.service.logs import configure_logging
+    from token_vault.service.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    configure_logging(settings.log_level)
+    try:
+        application = create_app(settings)
+    except VaultError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(exit_code_for(error)) from None
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command("stats")
+def stats() -> None:
+    """Entries by type: how many, how many expired, how many need a new login."""
+    from token_vault.vault.core import TokenVault
+
+    async def count() -> list[tuple[str, int, int, int]]:
+        async with await TokenVault.from_env() as vault:
+            return await vault.stats()
+
+    rows = run(count())
+    typer.echo(f"{'type':<10}{'entries':>10}{'expired':>10}{'re-login':>10}")
+    for token_type, entries, expired, reauth in rows:
+        typer.echo(f"{token_type:<10}{entries:>10}{expired:>10}{reauth:>10}")
+    if not rows:
+        typer.echo("(no entries)")
+
+
 @app.command("demo")
 def demo() -> None:
     """A short walk-through of the library against the configured database."""
@@ -151,6 +205,8 @@ def demo() -> None:
 
 
 def main() -> None:
+    # Authlib 1.9 announces a future move of its httpx integration; nothing to act on here.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     try:
         app()
     except KeyboardInterrupt:

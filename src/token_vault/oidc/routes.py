@@ -8,6 +8,7 @@ Authlib also keeps the ``state``, ``nonce`` and PKCE verifier there until the ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -69,8 +70,10 @@ class RelyingParty:
         settings: LoginSettings,
         *,
         clock: Clock = utc_now,
+        on_store: Callable[[], None] | None = None,
     ) -> None:
         self.vault = vault
+        self._on_store = on_store
         self.provider = provider
         self.access_tokens = access_tokens
         self.settings = settings
@@ -179,6 +182,8 @@ class RelyingParty:
         entry_id = await self.vault.upsert_refresh_token(
             subject, refresh_token, now + refresh_ttl, session_id, metadata
         )
+        if self._on_store is not None:
+            self._on_store()
         access_token = token.get("access_token")
         expires_in = token.get("expires_in")
         if isinstance(access_token, str) and isinstance(expires_in, int) and expires_in > 0:

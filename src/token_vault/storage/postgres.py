@@ -131,6 +131,16 @@ WHERE id = $1 AND nonce = $3
 RETURNING id
 """
 
+COUNT_ENTRIES = """
+SELECT token_type,
+       COUNT(*) AS entries,
+       COUNT(*) FILTER (WHERE expires_at <= $1) AS expired,
+       COUNT(*) FILTER (WHERE needs_reauth) AS needs_reauth
+FROM auth_vault
+GROUP BY token_type
+ORDER BY token_type
+"""
+
 REMEMBER_LOGOUT_TOKEN = """
 INSERT INTO auth_vault_seen_logout_token (jti, expires_at) VALUES ($1, $2)
 ON CONFLICT (jti) DO NOTHING
@@ -348,6 +358,11 @@ class PostgresBackend:
             await con.execute(FORGET_OLD_LOGOUT_TOKENS, now)
             first = await con.fetchval(REMEMBER_LOGOUT_TOKEN, jti, expires_at)
         return first is not None
+
+    async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
+        async with self._connection() as con:
+            records = await con.fetch(COUNT_ENTRIES, now)
+        return [(r[0], r[1], r[2], r[3]) for r in records]
 
     async def close(self) -> None:
         await self._pool.close()

@@ -120,6 +120,16 @@ WHERE id = ?1 AND nonce = ?3
 RETURNING id
 """
 
+COUNT_ENTRIES = """
+SELECT token_type,
+       COUNT(*) AS entries,
+       SUM(CASE WHEN expires_at <= ?1 THEN 1 ELSE 0 END) AS expired,
+       SUM(CASE WHEN needs_reauth THEN 1 ELSE 0 END) AS needs_reauth
+FROM auth_vault
+GROUP BY token_type
+ORDER BY token_type
+"""
+
 REMEMBER_LOGOUT_TOKEN = """
 INSERT INTO auth_vault_seen_logout_token (jti, expires_at) VALUES (?1, ?2)
 ON CONFLICT (jti) DO NOTHING
@@ -343,6 +353,10 @@ class SQLiteBackend:
             return bool(c.execute(REMEMBER_LOGOUT_TOKEN, (jti, to_text(expires_at))).fetchall())
 
         return await self._run(work)
+
+    async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
+        rows = await self._run(lambda c: c.execute(COUNT_ENTRIES, (to_text(now),)).fetchall())
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())

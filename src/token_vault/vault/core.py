@@ -269,6 +269,10 @@ class TokenVault:
             check_identifier("jti", jti), check_expires_at(expires_at), self._clock()
         )
 
+    async def stats(self) -> list[tuple[str, int, int, int]]:
+        """Per token type: entries, expired entries, entries needing a new login."""
+        return await self._backend.count_entries(self._clock())
+
     async def purge_expired(self) -> int:
         """Delete every entry whose ``expires_at`` has passed."""
         return await self.purge_expired_at(self._clock())

@@ -1,0 +1,1 @@
+"""The service: a FastAPI app for browsers and other backend services."""

@@ -1,0 +1,110 @@
+"""``create_app(settings)``: the service, built by a factory (no import-time singletons)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import Response
+from starlette.routing import Route
+
+from token_vault import __version__
+from token_vault.oidc.access import AccessTokens
+from token_vault.oidc.provider import OpenIDProvider
+from token_vault.oidc.routes import LoginSettings, RelyingParty
+from token_vault.service import api, ops, pages
+from token_vault.service.caller import CallerVerifier
+from token_vault.service.logs import request_logger
+from token_vault.service.metrics import Metrics
+from token_vault.service.problem import install_problem_handlers
+from token_vault.service.settings import ServiceSettings
+from token_vault.service.state import Services, get_services
+from token_vault.vault.core import TokenVault
+
+__all__ = ["create_app"]
+
+AUTH_PREFIX = "/auth"
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """Build the service; raises :class:`ConfigurationError` if the settings are not enough."""
+    settings.require_valid()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        vault = await TokenVault.open(
+            settings.database(), settings.keyring(), pool_size=settings.pool_size
+        )
+        provider = OpenIDProvider(settings.provider())
+        access = AccessTokens(
+            vault,
+            provider,
+            margin=settings.margin,
+            lease=timedelta(seconds=settings.refresh_lease_seconds),
+            observer=metrics.observe_refresh,
+        )
+        login = LoginSettings(
+            base_url=settings.base_url,
+            prefix=AUTH_PREFIX,
+            provider_name=settings.oidc_provider_name,
+            default_refresh_ttl=timedelta(days=settings.default_refresh_ttl_days),
+        )
+        app.state.services = Services(
+            settings=settings,
+            vault=vault,
+            provider=provider,
+            access_tokens=access,
+            relying_party=RelyingParty(
+                vault, provider, access, login, on_store=metrics.upserts.inc
+            ),
+            callers=CallerVerifier(provider, audience=settings.api_audience),
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            await provider.close()
+            await vault.close()
+
+    app = FastAPI(
+        title="token-vault",
+        version=__version__,
+        summary="Users' OpenID Connect refresh tokens, kept encrypted; fresh access tokens "
+        "for other services.",
+        lifespan=lifespan,
+    )
+    assert settings.session_secret is not None
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret.get_secret_value(),
+        session_cookie="token_vault_session",
+        same_site="lax",
+        https_only=settings.base_url.startswith("https://"),
+    )
+    app.middleware("http")(request_logger(metrics))
+    install_problem_handlers(app)
+    app.include_router(api.router)
+    app.include_router(ops.router)
+    app.include_router(pages.router)
+    for name in ("login", "callback", "logout", "backchannel_logout"):
+        path = f"{AUTH_PREFIX}/{name.replace('_', '-')}"
+        methods = ["POST"] if name == "backchannel_logout" else ["GET"]
+        if name == "logout":
+            methods = ["GET", "POST"]
+        app.router.routes.append(Route(path, _delegate(name), methods=methods, name=name))
+    return app
+
+
+def _delegate(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint that calls the running service's relying party (built at start-up)."""
+
+    async def endpoint(request: Request) -> Response:
+        relying_party = get_services(request).relying_party
+        response: Response = await getattr(relying_party, name)(request)
+        return response
+
+    return endpoint

@@ -1,0 +1,108 @@
+"""Dev mode: everything a newcomer needs on a fresh machine, started by one command.
+
+Migrates the embedded SQLite file, keeps a dev key and a session secret in ``var/``
+(dev only, with a warning), starts the local Keycloak-like dev provider unless
+``TOKEN_VAULT_OIDC_ISSUER`` names a real one, and serves on http://127.0.0.1:8000.
+Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shlex
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import uvicorn
+
+from token_vault.crypto.keyring import generate_key_spec
+from token_vault.service.app import AUTH_PREFIX, create_app
+from token_vault.service.logs import configure_logging
+from token_vault.service.settings import SCOPES, ServiceSettings
+from token_vault.storage import migrate
+
+__all__ = ["run_dev"]
+
+DEV_CLIENT_ID = "token-vault"
+DEV_CLIENT_SECRET = "dev-secret"  # noqa: S105 - the dev provider's well-known client
+CALLER_ID = "token-vault-caller"
+CALLER_SECRET = "caller-secret"  # noqa: S105 - the dev provider's well-known service account
+
+
+def _say(line: str = "") -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _secret_file(path: Path, make: str, what: str) -> Path:
+    if not path.exists() or not path.read_text().strip():
+        path.write_text(make + "\n")
+        path.chmod(0o600)
+        _say(f"warning: generated a DEV {what} in {path}; never use it in production")
+    return path
+
+
+def _try_command(token_endpoint: str, base_url: str) -> str:
+    scope = f"{SCOPES['read']} {SCOPES['token']}"
+    get_token = (
+        f"TOKEN=$(curl -s -u {CALLER_ID}:{CALLER_SECRET} -d grant_type=client_credentials "
+        f"-d {shlex.quote('scope=' + scope)} {token_endpoint} "
+        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+    )
+    call = f'curl -s -H "Authorization: Bearer $TOKEN" {base_url}/v1/users/alice/tokens'
+    return f"{get_token}\n  {call}"
+
+
+def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var")) -> None:
+    """Run the service in dev mode until Ctrl-C."""
+    configure_logging(os.environ.get("TOKEN_VAULT_LOG_LEVEL", "INFO"))
+    var.mkdir(parents=True, exist_ok=True)
+    keys_file = _secret_file(var / "dev-keys", generate_key_spec(), "encryption key")
+    session_file = _secret_file(
+        var / "dev-session-secret", secrets.token_urlsafe(48), "session secret"
+    )
+    base_url = f"http://{host}:{port}"
+    overrides: dict[str, object] = {
+        "mode": "dev",
+        "host": host,
+        "port": port,
+        "session_secret": session_file.read_text().strip(),
+    }
+    if not os.environ.get("TOKEN_VAULT_KEYS"):
+        overrides["keys_file"] = keys_file
+    if not os.environ.get("TOKEN_VAULT_DATABASE_URL"):
+        overrides["database_url"] = f"sqlite:///{var / 'token-vault.db'}"
+    with ExitStack() as stack:
+        if not os.environ.get("TOKEN_VAULT_OIDC_ISSUER"):
+            from token_vault.testing.devprovider import DevProvider, ensure_installed
+
+            ensure_installed()
+            provider = stack.enter_context(
+                DevProvider(
+                    redirect_uris=[f"{base_url}{AUTH_PREFIX}/callback"],
+                    backchannel_logout_uri=f"{base_url}/backchannel-logout",
+                    test_hooks=False,
+                )
+            )
+            overrides.update(
+                oidc_issuer=provider.issuer,
+                oidc_client_id=DEV_CLIENT_ID,
+                oidc_client_secret=DEV_CLIENT_SECRET,
+                oidc_provider_name="devprovider",
+            )
+            token_endpoint = provider.token_endpoint
+        else:
+            token_endpoint = "<your provider's token endpoint>"  # noqa: S105 - a hint
+        settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
+        asyncio.run(migrate.upgrade(settings.database()))
+        app = create_app(settings)
+        _say()
+        _say(f"token-vault (dev mode) on {base_url}  (database {settings.database()})")
+        _say(f"  identity provider: {settings.oidc_issuer}")
+        _say("  open the page, sign in with any user name; Ctrl-C stops everything.")
+        _say("  try the API as a service account:")
+        _say(f"  {_try_command(token_endpoint, base_url)}")
+        _say()
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

@@ -1,0 +1,99 @@
+"""The web page: sign in, see your vault entry (token masked), refresh now, sign out."""
+
+from __future__ import annotations
+
+from html import escape
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from token_vault.errors import VaultError
+from token_vault.oidc.routes import RelyingParty
+from token_vault.service.state import ServicesDep
+from token_vault.vault.entry import VaultEntry, mask
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; color: #1b1f24; }
+h1 { font-size: 1.5rem; } table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d0d7de; }
+th { width: 11rem; color: #57606a; font-weight: 600; } code { font-size: .9rem; }
+form { display: inline; } button, .button { font: inherit; padding: .4rem .9rem;
+  border: 1px solid #1f6feb; border-radius: 6px; background: #1f6feb; color: white;
+  text-decoration: none; cursor: pointer; } .secondary { background: white; color: #1f6feb; }
+.note { color: #57606a; } .error { color: #cf222e; }
+"""
+
+
+def _page(body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>token-vault</title><meta name='viewport' content='width=device-width'>"
+        f"<style>{_STYLE}</style></head><body><h1>token-vault</h1>{body}</body></html>"
+    )
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _entry_table(entry: VaultEntry) -> str:
+    metadata = entry.metadata
+    rows = [
+        ("User", entry.user_id),
+        ("Entry id", entry.id),
+        ("Refresh token", mask(entry.token)),
+        ("Session id", entry.session_state or "none"),
+        ("Expires", entry.expires_at.isoformat(timespec="seconds")),
+        ("Refresh count", str(metadata.get("refreshCount", 0))),
+        ("Last refresh", str(metadata.get("lastRefresh", "never"))),
+        ("Needs new login", "yes" if entry.needs_reauth else "no"),
+    ]
+    cells = "".join(
+        f"<tr><th>{escape(k)}</th><td data-field='{escape(k)}'>{escape(v)}</td></tr>"
+        for k, v in rows
+    )
+    meta = "".join(
+        f"<tr><th>{escape(str(k))}</th><td><code>{escape(str(v))}</code></td></tr>"
+        for k, v in sorted(metadata.items())
+    )
+    return f"<table id='entry'>{cells}</table><h2>Metadata</h2><table id='metadata'>{meta}</table>"
+
+
+@router.get("/")
+async def home(request: Request, services: ServicesDep) -> Response:
+    user = RelyingParty.current_user(request)
+    if user is None:
+        return _page(
+            "<p>Keeps your users' OpenID Connect refresh tokens encrypted, one per user, "
+            "and hands other services fresh access tokens.</p>"
+            "<p><a class='button' id='sign-in' href='/auth/login'>Sign in</a></p>"
+        )
+    entry = await services.vault.retrieve(user.entry_id)
+    if entry is None:
+        request.session.clear()
+        return RedirectResponse("/", status_code=303)
+    notice = request.query_params.get("notice", "")
+    return _page(
+        f"<p>Signed in as <strong id='user'>{escape(user.user_id)}</strong>.</p>"
+        + (f"<p class='note' id='notice'>{escape(notice)}</p>" if notice else "")
+        + _entry_table(entry)
+        + "<p><form method='post' action='/refresh'><button id='refresh'>Refresh now</button>"
+        "</form> <a class='button secondary' id='sign-out' href='/auth/logout'>Sign out</a></p>"
+    )
+
+
+@router.post("/refresh")
+async def refresh_now(request: Request, services: ServicesDep) -> Response:
+    user = RelyingParty.current_user(request)
+    if user is None:
+        return RedirectResponse("/", status_code=303)
+    try:
+        await services.access_tokens.refresh_now(user.user_id)
+    except VaultError as exc:
+        return _page(
+            f"<p class='error'>Refresh failed: {escape(type(exc).__name__)}</p>"
+            "<p><a href='/'>Back</a></p>",
+            status=502,
+        )
+    return RedirectResponse("/?notice=Refreshed", status_code=303)

@@ -1,0 +1,104 @@
+"""The service's settings: environment variables with the ``TOKEN_VAULT_`` prefix or ``.env``.
+
+Production mode fails closed: :meth:`ServiceSettings.problems` lists everything missing,
+and :func:`token_vault.service.app.create_app` refuses to build an app while any is.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from token_vault.config import VaultSettings
+from token_vault.errors import ConfigurationError, VaultError
+from token_vault.oidc.provider import ProviderSettings
+
+__all__ = ["SCOPES", "ServiceSettings"]
+
+# What each API operation requires of the calling service's token.
+SCOPES = {
+    "read": "vault:read",
+    "token": "vault:token",
+    "write": "vault:write",
+    "delete": "vault:delete",
+}
+
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "dev-secret", "password", "xxx"}
+
+
+class ServiceSettings(VaultSettings):
+    """Everything ``token-vault serve`` needs."""
+
+    mode: Literal["production", "dev"] = "production"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str | None = Field(
+        default=None, description="the URL browsers use to reach this service"
+    )
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email"
+    oidc_provider_name: str = "oidc"
+    api_audience: str = "token-vault"
+    session_secret: SecretStr | None = None
+    access_token_margin_seconds: int = Field(default=30, ge=0)
+    refresh_lease_seconds: int = Field(default=60, ge=5)
+    default_refresh_ttl_days: int = Field(default=30, ge=1)
+    log_level: str = "INFO"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def margin(self) -> timedelta:
+        return timedelta(seconds=self.access_token_margin_seconds)
+
+    def problems(self) -> list[str]:
+        """What is missing or unsafe; empty when the service may start."""
+        found: list[str] = []
+        try:
+            self.keyring()
+        except VaultError as exc:
+            found.append(f"TOKEN_VAULT_KEYS: {exc}")
+        try:
+            self.database()
+        except VaultError as exc:
+            found.append(f"TOKEN_VAULT_DATABASE_URL: {exc}")
+        if self.mode == "production" and "TOKEN_VAULT_DATABASE_URL" not in self._explicit():
+            found.append("TOKEN_VAULT_DATABASE_URL: set it explicitly in production")
+        for name in ("oidc_issuer", "oidc_client_id"):
+            if not getattr(self, name):
+                found.append(f"TOKEN_VAULT_{name.upper()}: required")
+        secret = self.oidc_client_secret.get_secret_value() if self.oidc_client_secret else ""
+        if not secret:
+            found.append("TOKEN_VAULT_OIDC_CLIENT_SECRET: required")
+        elif self.mode == "production" and secret.lower() in _PLACEHOLDERS:
+            found.append("TOKEN_VAULT_OIDC_CLIENT_SECRET: a placeholder value is not allowed")
+        session = self.session_secret.get_secret_value() if self.session_secret else ""
+        if len(session) < 32:
+            found.append("TOKEN_VAULT_SESSION_SECRET: required, at least 32 characters")
+        return found
+
+    def _explicit(self) -> set[str]:
+        return {f"TOKEN_VAULT_{name.upper()}" for name in self.model_fields_set}
+
+    def require_valid(self) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigurationError(
+                "refusing to start; fix these settings:\n  - " + "\n  - ".join(found)
+            )
+
+    def provider(self) -> ProviderSettings:
+        if not (self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret):
+            raise ConfigurationError("the OpenID provider settings are incomplete")
+        return ProviderSettings(
+            issuer=self.oidc_issuer,
+            client_id=self.oidc_client_id,
+            client_secret=self.oidc_client_secret.get_secret_value(),
+            scopes=tuple(self.oidc_scopes.split()),
+        )
