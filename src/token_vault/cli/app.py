@@ -8,6 +8,7 @@ refused.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import warnings
 from collections.abc import Coroutine
@@ -153,9 +154,15 @@ def serve(
 ) -> None:
     """Serve the web page and the API (production settings unless --dev)."""
     if dev:
+        from pathlib import Path
+
         from token_vault.service.dev import run_dev
 
-        run_dev(host=host or "127.0.0.1", port=port or 8000)
+        run_dev(
+            host=host or "127.0.0.1",
+            port=port or int(os.environ.get("TOKEN_VAULT_PORT", "8000")),
+            var=Path(os.environ.get("TOKEN_VAULT_DEV_DIR", "var")),
+        )
         return
     import uvicorn
 

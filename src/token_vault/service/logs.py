@@ -65,7 +65,8 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 RequestHandler = Callable[[Request], Awaitable[Response]]
@@ -90,7 +91,7 @@ def request_logger(metrics: Metrics) -> Callable[[Request, RequestHandler], Awai
         finally:
             elapsed = time.perf_counter() - started
             route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(route, "path", None) or request.url.path
             metrics.request_latency.labels(request.method, template, str(status)).observe(elapsed)
             log.info(
                 "request",

@@ -7,7 +7,6 @@ stack trace or a database message.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,13 +46,17 @@ STATUS_FOR: list[tuple[type[VaultError], int, str, str]] = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
 class AuthError(Exception):
-    """A caller's credentials are missing (401) or not enough (403)."""
+    """A caller's credentials are missing (401) or not enough (403).
 
-    status: int
-    detail: str
-    error: str  # RFC 6750 error code for WWW-Authenticate
+    ``error`` is the RFC 6750 code for ``WWW-Authenticate`` (empty when none applies).
+    """
+
+    def __init__(self, status: int, detail: str, error: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.error = error
 
 
 def problem(
