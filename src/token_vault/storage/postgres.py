@@ -8,10 +8,9 @@ how PostgreSQL finds ``auth_vault_user_id_token_type_unique_idx``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -20,6 +19,8 @@ from token_vault.storage.record import NewRow, RefreshWrite, SealedColumns, Stor
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "PostgresBackend"]
+
+T = TypeVar("T")
 
 _COLUMNS = (
     "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
@@ -204,6 +205,21 @@ def _row(record: asyncpg.Record) -> StoredRow:
     )
 
 
+_SCHEMA_BEHIND = (
+    asyncpg.UndefinedTableError,  # 42P01
+    asyncpg.UndefinedColumnError,  # 42703
+    asyncpg.InvalidColumnReferenceError,  # 42P10: no unique index for ON CONFLICT
+)
+_DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
@@ -234,83 +250,66 @@ class PostgresBackend:
     def pool(self) -> asyncpg.Pool:
         return self._pool
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _run(self, call: Awaitable[T]) -> T:
+        """Await one pool call (acquire, one round trip, release), translating errors."""
         try:
-            async with self._pool.acquire() as connection:
-                yield connection
-        except (
-            asyncpg.UndefinedTableError,
-            asyncpg.UndefinedColumnError,
-            asyncpg.InvalidColumnReferenceError,
-        ):
-            # 42P01 no table, 42703 no column, 42P10 no unique index for ON CONFLICT.
+            return await call
+        except _SCHEMA_BEHIND:
             raise ConfigurationError(
                 "the database schema is missing or not at the newest revision; "
                 "run `token-vault db upgrade`"
             ) from None
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.AdminShutdownError,
-        ) as exc:
+        except _DATABASE_DOWN as exc:
             raise UnavailableError(f"database unavailable: {type(exc).__name__}") from None
 
     async def upsert_refresh(self, row: NewRow) -> str:
-        async with self._connection() as con:
-            entry_id: str = await con.fetchval(UPSERT_REFRESH_TOKEN, *_params(row))
+        entry_id: str = await self._run(self._pool.fetchval(UPSERT_REFRESH_TOKEN, *_params(row)))
         return entry_id
 
     async def insert(self, row: NewRow) -> str:
-        async with self._connection() as con:
-            entry_id: str = await con.fetchval(INSERT_TOKEN, *_params(row), row.token_type)
+        entry_id: str = await self._run(
+            self._pool.fetchval(INSERT_TOKEN, *_params(row), row.token_type)
+        )
         return entry_id
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
-        async with self._connection() as con:
-            record = await con.fetchrow(SELECT_BY_ID, entry_id)
+        record = await self._run(self._pool.fetchrow(SELECT_BY_ID, entry_id))
         return _row(record) if record is not None else None
 
     async def fetch_refresh(self, user_id: str) -> StoredRow | None:
-        async with self._connection() as con:
-            record = await con.fetchrow(SELECT_REFRESH_TOKEN, user_id)
+        record = await self._run(self._pool.fetchrow(SELECT_REFRESH_TOKEN, user_id))
         return _row(record) if record is not None else None
 
     async def fetch_user(self, user_id: str, token_type: str | None) -> list[StoredRow]:
-        async with self._connection() as con:
-            records = await con.fetch(SELECT_USER_TOKENS, user_id, token_type)
+        records = await self._run(self._pool.fetch(SELECT_USER_TOKENS, user_id, token_type))
         return [_row(r) for r in records]
 
     async def delete(self, entry_id: str) -> bool:
-        async with self._connection() as con:
-            return _count(await con.execute(DELETE_BY_ID, entry_id)) > 0
+        return _count(await self._run(self._pool.execute(DELETE_BY_ID, entry_id))) > 0
 
     async def delete_user(self, user_id: str, token_type: str | None) -> int:
-        async with self._connection() as con:
-            return _count(await con.execute(DELETE_USER, user_id, token_type))
+        return _count(await self._run(self._pool.execute(DELETE_USER, user_id, token_type)))
 
     async def delete_session(self, session_state: str, token_type: str | None) -> int:
-        async with self._connection() as con:
-            return _count(await con.execute(DELETE_SESSION, session_state, token_type))
+        return _count(
+            await self._run(self._pool.execute(DELETE_SESSION, session_state, token_type))
+        )
 
     async def purge_expired(self, now: datetime) -> int:
-        async with self._connection() as con:
-            return _count(await con.execute(PURGE_EXPIRED, now))
+        return _count(await self._run(self._pool.execute(PURGE_EXPIRED, now)))
 
     async def claim_refresh(
         self, user_id: str, owner: str, now: datetime, until: datetime
     ) -> StoredRow | None:
-        async with self._connection() as con:
-            record = await con.fetchrow(CLAIM_REFRESH_LEASE, user_id, owner, now, until)
+        record = await self._run(
+            self._pool.fetchrow(CLAIM_REFRESH_LEASE, user_id, owner, now, until)
+        )
         return _row(record) if record is not None else None
 
     async def record_refresh(self, write: RefreshWrite) -> bool:
         refresh = write.refresh
-        async with self._connection() as con:
-            written = await con.fetchval(
+        written = await self._run(
+            self._pool.fetchval(
                 RECORD_REFRESH,
                 write.entry_id,
                 write.owner,
@@ -327,13 +326,14 @@ class PostgresBackend:
                 _stamp(write.now),
                 write.expected_nonce,
             )
+        )
         return written is not None
 
     async def cache_access(
         self, entry_id: str, access: SealedColumns, expires_at: datetime
     ) -> None:
-        async with self._connection() as con:
-            await con.execute(
+        await self._run(
+            self._pool.execute(
                 CACHE_ACCESS_TOKEN,
                 entry_id,
                 access.ciphertext,
@@ -341,27 +341,30 @@ class PostgresBackend:
                 access.key_id,
                 expires_at,
             )
+        )
 
     async def release_lease(self, entry_id: str, owner: str) -> None:
-        async with self._connection() as con:
-            await con.execute(RELEASE_LEASE, entry_id, owner)
+        await self._run(self._pool.execute(RELEASE_LEASE, entry_id, owner))
 
     async def mark_needs_reauth(
         self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime
     ) -> bool:
-        async with self._connection() as con:
-            marked = await con.fetchval(MARK_NEEDS_REAUTH, entry_id, owner, expected_nonce, now)
+        marked = await self._run(
+            self._pool.fetchval(MARK_NEEDS_REAUTH, entry_id, owner, expected_nonce, now)
+        )
         return marked is not None
 
     async def remember_logout_token(self, jti: str, expires_at: datetime, now: datetime) -> bool:
-        async with self._connection() as con:
-            await con.execute(FORGET_OLD_LOGOUT_TOKENS, now)
-            first = await con.fetchval(REMEMBER_LOGOUT_TOKEN, jti, expires_at)
-        return first is not None
+        async def remember() -> bool:
+            async with self._pool.acquire() as con:
+                await con.execute(FORGET_OLD_LOGOUT_TOKENS, now)
+                first = await con.fetchval(REMEMBER_LOGOUT_TOKEN, jti, expires_at)
+                return first is not None
+
+        return await self._run(remember())
 
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
-        async with self._connection() as con:
-            records = await con.fetch(COUNT_ENTRIES, now)
+        records = await self._run(self._pool.fetch(COUNT_ENTRIES, now))
         return [(r[0], r[1], r[2], r[3]) for r in records]
 
     async def close(self) -> None:
