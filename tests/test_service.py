@@ -453,3 +453,69 @@ def test_dev_mode_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
     provider_port = text.split("identity provider: http://127.0.0.1:")[1].split("/")[0]
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{provider_port}/", timeout=2)
+
+
+CHROMIUM = Path(os.environ.get("TOKEN_VAULT_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("TOKEN_VAULT_REQUIRE_BROWSER"),
+    reason="Debian's chromium is not installed (CI installs it and requires this test)",
+)
+async def test_browser_signs_in_sees_the_entry_refreshes_and_signs_out(
+    service: Service, tmp_path: Path
+) -> None:
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            user_data_dir=str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--disable-quic"],
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            await page.goto(service.url + "/")
+            await page.click("#sign-in")
+            # The dev provider's login form accepts any user name.
+            await page.fill("input[name=login]", "browser-user")
+            password = page.locator("input[name=password]")
+            if await password.count():
+                await password.fill("any")
+            await page.click("button[type=submit]")
+            await page.wait_for_selector("#entry", timeout=20000)
+            assert await page.text_content("#user") == "browser-user"
+            masked = await page.text_content("td[data-field='Refresh token']")
+            assert masked is not None
+            assert "masked" in masked
+            assert await page.text_content("td[data-field='Refresh count']") == "0"
+            await page.screenshot(path=str(ARTIFACTS / "signed-in.png"), full_page=True)
+            async with await TokenVault.open(service.database_url, service.keyring) as vault:
+                before = await vault.get_refresh_token("browser-user")
+            assert before is not None
+            assert before.token not in await page.content()
+            await page.click("#refresh")
+            await page.wait_for_selector("#notice")
+            assert await page.text_content("td[data-field='Refresh count']") == "1"
+            async with await TokenVault.open(service.database_url, service.keyring) as vault:
+                after = await vault.get_refresh_token("browser-user")
+            assert after is not None
+            assert after.token != before.token
+            await page.click("#sign-out")
+            await page.wait_for_load_state()
+            # The provider asks to confirm ending its session; confirm if shown.
+            confirm = page.locator("button[autofocus], button[type=submit]")
+            if await confirm.count():
+                await confirm.first.click()
+                await page.wait_for_load_state()
+            await page.goto(service.url + "/")
+            assert await page.locator("#sign-in").count() == 1
+            async with await TokenVault.open(service.database_url, service.keyring) as vault:
+                assert await vault.get_refresh_token("browser-user") is None
+        finally:
+            await context.close()
