@@ -128,8 +128,85 @@ def db_check() -> None:
 
 @keys_app.command("generate")
 def keys_generate() -> None:
-    """Print a new key as TOKEN_VAULT_KEYS=... (the only command that prints a key)."""
+    """Print a new key as TOKEN_VAULT_KEYS=... (only `keys` commands print keys)."""
     typer.echo(f"TOKEN_VAULT_KEYS={generate_key_spec()}")
+
+
+@keys_app.command("add")
+def keys_add() -> None:
+    """Print TOKEN_VAULT_KEYS=... with a new primary key added to the configured ones.
+
+    Give the printed value to every instance, then run `token-vault keys rotate`.
+    """
+    from token_vault.crypto.keyring import Key
+
+    keyring = _settings().keyring().with_primary(Key.generate())
+    typer.echo(f"TOKEN_VAULT_KEYS={keyring.to_spec()}")
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """How many stored ciphertexts each key seals."""
+    from token_vault.vault.core import TokenVault
+    from token_vault.vault.rotation import keys_in_use
+
+    async def count() -> tuple[dict[str, int], str, frozenset[str]]:
+        async with await TokenVault.from_env() as vault:
+            return await keys_in_use(vault), vault.keyring.primary, vault.keyring.key_ids
+
+    used, primary, configured = run(count())
+    for key_id in sorted(configured | set(used)):
+        marks = " (primary)" if key_id == primary else ""
+        marks += "" if key_id in configured else " (NOT CONFIGURED)"
+        typer.echo(f"{key_id}{marks}: {used.get(key_id, 0)} ciphertext(s)")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=10000, help="rows per batch")] = 500,
+) -> None:
+    """Re-seal every row with the primary key, in batches; safe to stop and run again."""
+    from token_vault.vault.core import TokenVault
+    from token_vault.vault.rotation import keys_in_use, rotate_keys
+
+    async def rotate() -> tuple[int, int, dict[str, int], str]:
+        async with await TokenVault.from_env() as vault:
+            used = await keys_in_use(vault)
+            primary = vault.keyring.primary
+            todo = sum(n for key_id, n in used.items() if key_id != primary)
+            with typer.progressbar(length=todo, label="re-sealing", file=sys.stderr) as bar:
+                report = await rotate_keys(vault, batch_size=batch_size, progress=bar.update)
+            return report.resealed, report.skipped_concurrent, await keys_in_use(vault), primary
+
+    resealed, skipped, used, primary = run(rotate())
+    typer.echo(f"re-sealed {resealed} row(s) with {primary}; {skipped} changed meanwhile")
+    left = {k: n for k, n in used.items() if k != primary}
+    if left:
+        typer.echo(f"still on other keys (leased or rewritten meanwhile; run again): {left}")
+        raise typer.Exit(1)
+    typer.echo("every ciphertext is sealed with the primary key")
+
+
+@keys_app.command("remove")
+def keys_remove(key_id: Annotated[str, typer.Argument(help="the key id to drop")]) -> None:
+    """Print TOKEN_VAULT_KEYS=... without KEY_ID; refuses while any row still uses it."""
+    from token_vault.vault.core import TokenVault
+    from token_vault.vault.rotation import keys_in_use
+
+    async def check() -> tuple[int, str]:
+        async with await TokenVault.from_env() as vault:
+            remaining = vault.keyring.without(key_id)
+            return (await keys_in_use(vault)).get(key_id, 0), remaining.to_spec()
+
+    in_use, spec = run(check())
+    if in_use:
+        typer.echo(
+            f"error: {in_use} ciphertext(s) still use key {key_id}; "
+            "run `token-vault keys rotate` first",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"TOKEN_VAULT_KEYS={spec}")
 
 
 @app.command("purge-expired")

@@ -132,6 +132,35 @@ WHERE id = $1 AND nonce = $3
 RETURNING id
 """
 
+# Key rotation: rows holding a ciphertext sealed with another key than the primary.
+SELECT_ON_OTHER_KEYS = f"""
+SELECT {_COLUMNS} FROM auth_vault
+WHERE (key_id <> $1 OR access_key_id <> $1)
+  AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
+ORDER BY id
+LIMIT $2
+"""
+
+# Re-seal one row in place; applies only if no write changed it since it was read.
+# updated_at is left alone: the token did not change, only its encryption.
+RESEAL = """
+UPDATE auth_vault
+SET ciphertext = $3, nonce = $4, key_id = $5,
+    access_ciphertext = $6, access_nonce = $7, access_key_id = $8
+WHERE id = $1 AND nonce = $2
+  AND (lease_expires_at IS NULL OR lease_expires_at <= $9)
+RETURNING id
+"""
+
+COUNT_BY_KEY = """
+SELECT key_id, COUNT(*) FROM (
+  SELECT key_id FROM auth_vault
+  UNION ALL
+  SELECT access_key_id FROM auth_vault WHERE access_key_id IS NOT NULL
+) AS used
+GROUP BY key_id
+"""
+
 COUNT_ENTRIES = """
 SELECT token_type,
        COUNT(*) AS entries,
@@ -362,6 +391,38 @@ class PostgresBackend:
                 return first is not None
 
         return await self._run(remember())
+
+    async def rows_on_other_keys(self, primary: str, limit: int, now: datetime) -> list[StoredRow]:
+        records = await self._run(self._pool.fetch(SELECT_ON_OTHER_KEYS, primary, limit, now))
+        return [_row(r) for r in records]
+
+    async def reseal(
+        self,
+        entry_id: str,
+        expected_nonce: bytes,
+        refresh: SealedColumns,
+        access: SealedColumns | None,
+        now: datetime,
+    ) -> bool:
+        written = await self._run(
+            self._pool.fetchval(
+                RESEAL,
+                entry_id,
+                expected_nonce,
+                refresh.ciphertext,
+                refresh.nonce,
+                refresh.key_id,
+                access.ciphertext if access else None,
+                access.nonce if access else None,
+                access.key_id if access else None,
+                now,
+            )
+        )
+        return written is not None
+
+    async def count_by_key(self) -> dict[str, int]:
+        records = await self._run(self._pool.fetch(COUNT_BY_KEY))
+        return {str(r[0]): int(r[1]) for r in records}
 
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
         records = await self._run(self._pool.fetch(COUNT_ENTRIES, now))

@@ -119,6 +119,21 @@ class Backend(Protocol):
         self, jti: str, expires_at: datetime, now: datetime
     ) -> bool: ...
 
+    async def rows_on_other_keys(
+        self, primary: str, limit: int, now: datetime
+    ) -> list[StoredRow]: ...
+
+    async def reseal(
+        self,
+        entry_id: str,
+        expected_nonce: bytes,
+        refresh: SealedColumns,
+        access: SealedColumns | None,
+        now: datetime,
+    ) -> bool: ...
+
+    async def count_by_key(self) -> dict[str, int]: ...
+
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]: ...
 
     async def close(self) -> None: ...

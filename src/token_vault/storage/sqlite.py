@@ -120,6 +120,32 @@ WHERE id = ?1 AND nonce = ?3
 RETURNING id
 """
 
+SELECT_ON_OTHER_KEYS = f"""
+SELECT {_COLUMNS} FROM auth_vault
+WHERE (key_id <> ?1 OR access_key_id <> ?1)
+  AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
+ORDER BY id
+LIMIT ?2
+"""
+
+RESEAL = """
+UPDATE auth_vault
+SET ciphertext = ?3, nonce = ?4, key_id = ?5,
+    access_ciphertext = ?6, access_nonce = ?7, access_key_id = ?8
+WHERE id = ?1 AND nonce = ?2
+  AND (lease_expires_at IS NULL OR lease_expires_at <= ?9)
+RETURNING id
+"""
+
+COUNT_BY_KEY = """
+SELECT key_id, COUNT(*) FROM (
+  SELECT key_id FROM auth_vault
+  UNION ALL
+  SELECT access_key_id FROM auth_vault WHERE access_key_id IS NOT NULL
+) AS used
+GROUP BY key_id
+"""
+
 COUNT_ENTRIES = """
 SELECT token_type,
        COUNT(*) AS entries,
@@ -353,6 +379,37 @@ class SQLiteBackend:
             return bool(c.execute(REMEMBER_LOGOUT_TOKEN, (jti, to_text(expires_at))).fetchall())
 
         return await self._run(work)
+
+    async def rows_on_other_keys(self, primary: str, limit: int, now: datetime) -> list[StoredRow]:
+        rows = await self._run(
+            lambda c: c.execute(SELECT_ON_OTHER_KEYS, (primary, limit, to_text(now))).fetchall()
+        )
+        return [_row(r) for r in rows]
+
+    async def reseal(
+        self,
+        entry_id: str,
+        expected_nonce: bytes,
+        refresh: SealedColumns,
+        access: SealedColumns | None,
+        now: datetime,
+    ) -> bool:
+        params = (
+            entry_id,
+            expected_nonce,
+            refresh.ciphertext,
+            refresh.nonce,
+            refresh.key_id,
+            access.ciphertext if access else None,
+            access.nonce if access else None,
+            access.key_id if access else None,
+            to_text(now),
+        )
+        return bool(await self._run(lambda c: c.execute(RESEAL, params).fetchall()))
+
+    async def count_by_key(self) -> dict[str, int]:
+        rows = await self._run(lambda c: c.execute(COUNT_BY_KEY).fetchall())
+        return {str(r[0]): int(r[1]) for r in rows}
 
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
         rows = await self._run(lambda c: c.execute(COUNT_ENTRIES, (to_text(now),)).fetchall())

@@ -107,6 +107,10 @@ class TokenVault:
     def keyring(self) -> Keyring:
         return self._keyring
 
+    def now(self) -> datetime:
+        """The vault's clock (UTC)."""
+        return self._clock()
+
     # -- writes ----------------------------------------------------------------------
 
     async def upsert_refresh_token(
