@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import leakcheck
 from token_vault import Key, Keyring, TokenVault
 from token_vault.storage import migrate
 from token_vault.storage.url import DatabaseURL
@@ -18,9 +19,17 @@ from token_vault.testing.pgcluster import PgCluster
 BACKENDS = ["postgresql", "sqlite"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def watch_for_secret_leaks() -> Iterator[None]:
+    """Record secrets and the places they must never reach (see tests/leakcheck.py)."""
+    with leakcheck.watching():
+        yield
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     cluster = PgCluster(settings={"fsync": "off", "synchronous_commit": "off"})
+    leakcheck.remember_secret(cluster.password)
     cluster.start()
     try:
         url = DatabaseURL.parse(cluster.url_for("template_vault"))
