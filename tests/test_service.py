@@ -474,9 +474,15 @@ async def test_browser_signs_in_sees_the_entry_refreshes_and_signs_out(
             user_data_dir=str(tmp_path / "profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-quic"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+            ],
         )
         try:
             page = context.pages[0] if context.pages else await context.new_page()

@@ -12,7 +12,7 @@ from token_vault import TokenVault, ValidationError
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 GOOD: dict[str, Any] = {
     "user_id": "alice",
-    "token": "refresh-token",
+    "token": "rt-good-7f3a9c2e1b",
     "expires_at": EXPIRES,
     "session_state": "sid-1",
     "metadata": {"email": "alice@example.test"},

@@ -8,8 +8,10 @@ how PostgreSQL finds ``auth_vault_user_id_token_type_unique_idx``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
@@ -190,6 +192,35 @@ def _stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _jsonb_text(value: Any) -> str:
+    """JSON text whose floats survive jsonb: positional notation with a decimal point.
+
+    jsonb keeps numbers as ``numeric``, which forgets exponent notation: the float
+    ``4.555058191882947e+16`` comes back as ``45550581918829470``, which reads as an int
+    that is not the float that was stored. ``45550581918829470.0`` keeps its scale, and
+    reads back as the same float.
+    """
+    if isinstance(value, float):
+        text = format(Decimal(repr(value)), "f")
+        return text if "." in text else f"{text}.0"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(k, ensure_ascii=False)}:{_jsonb_text(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_jsonb_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+_EXPONENT = re.compile(r"[0-9][eE][-+]?[0-9]")
+
+
+def _metadata_param(metadata_json: str | None) -> str | None:
+    """The metadata for $8; re-encoded only when a number may be in exponent notation."""
+    if metadata_json is None or not _EXPONENT.search(metadata_json):
+        return metadata_json
+    return _jsonb_text(json.loads(metadata_json))
+
+
 def _params(row: NewRow) -> tuple[Any, ...]:
     """Parameters $1-$10 shared by the upsert and the insert (the insert adds $11)."""
     return (
@@ -200,7 +231,7 @@ def _params(row: NewRow) -> tuple[Any, ...]:
         row.key_id,
         row.expires_at,
         row.session_state,
-        row.metadata_json,
+        _metadata_param(row.metadata_json),
         row.now,
         _stamp(row.now),
     )
@@ -244,6 +275,10 @@ _DATABASE_DOWN = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection the server has just closed (e.g. "terminating connection due to
+    # administrator command") whose farewell asyncpg is still consuming when the next
+    # query is sent: "cannot switch to state 12; another operation (2) is in progress".
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
 )

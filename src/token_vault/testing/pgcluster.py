@@ -11,9 +11,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -174,8 +176,65 @@ class PgCluster:
         )
         return result.stdout
 
+    def _options(self) -> str:
+        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
+        return options + f" -p {self.port} -k {self._tmp}"
+
     def restart(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "restart")
+        """``pg_ctl restart``; the log file keeps the server off pg_ctl's captured output."""
+        assert self._tmp is not None
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self._tmp / "server.log"),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
+
+    def kill(self, timeout: float = 30.0) -> int:
+        """SIGKILL the postmaster, as a crash would; returns its pid once it is gone."""
+        pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return pid
+            time.sleep(0.02)
+        raise RuntimeError(f"postmaster {pid} did not die")
+
+    def start_again(self, timeout: float = 60.0) -> None:
+        """``pg_ctl start`` on the existing data directory (after :meth:`kill`), retrying
+        while the killed server's backends still hold its shared memory."""
+        assert self._tmp is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self._tmp / "server.log"),
+                "-o",
+                self._options(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                check=False,
+            )
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start again: {result.stderr}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         if self._tmp is None:
