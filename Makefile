@@ -22,6 +22,12 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+bench: install
+	$(BIN)/python -m benchmarks.run --growth
+
+bench-smoke: install
+	$(BIN)/python -m benchmarks.run --smoke --output /tmp/token-vault-bench-smoke.md
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
