@@ -79,6 +79,7 @@ class Config:
     memory_upserts: int
     output: Path
     json_path: Path | None
+    loop: str
     command: str
 
 
@@ -352,6 +353,12 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--memory-upserts", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--json", type=Path, dest="json_path", help="also write results here")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of the Python runners (default uvloop, as `token-vault serve` uses)",
+    )
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     return Config(
@@ -365,17 +372,24 @@ def parse_args(argv: list[str] | None) -> Config:
         memory_upserts=args.memory_upserts,
         output=args.output,
         json_path=args.json_path,
+        loop=args.loop,
         command=shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    pg_version, results, memory, shared_buffers = asyncio.run(benchmark(config))
+    if config.loop == "uvloop":
+        import uvloop
+
+        pg_version, results, memory, shared_buffers = uvloop.run(benchmark(config))
+    else:
+        pg_version, results, memory, shared_buffers = asyncio.run(benchmark(config))
     checks = targets(results, config.clients, memory, config.growth_rows, config.users)
     table = render(results, checks)
     print(table)
     notes = [
+        f"event loop of the Python runners: {config.loop}.",
         f"{config.users:,} users, {config.duration:g} s per case after {config.warmup:g} s of"
         f" warm-up, {config.repeat} repetition(s) in alternating order; ops/s is the median"
         " of the repetitions, p50/p99 pool every call of every repetition.",
