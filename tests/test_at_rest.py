@@ -8,11 +8,14 @@ import sqlite3
 import subprocess
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.conftest import Databases
-from token_vault import Keyring, TokenVault
+from token_vault import DecryptionError, Key, Keyring, TokenVault
 from token_vault.storage.url import DatabaseURL
 from token_vault.testing.pgcluster import PgCluster
 
+EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 TOKENS = [f"rt-{n}-eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXBheWxvYWQ" for n in range(5)]
 
 
@@ -64,3 +67,33 @@ async def test_sqlite_dump_contains_no_token(databases: Databases, keyring: Keyr
     with sqlite3.connect(DatabaseURL.parse(url).sqlite_path) as connection:
         dump = "\n".join(connection.iterdump())
     assert_no_token(dump)
+
+
+async def test_ciphertext_moved_between_rows_in_the_database_never_decrypts(
+    databases: Databases, pg_cluster: PgCluster, keyring: Keyring
+) -> None:
+    """An attacker with write access to the table swaps ciphertexts between rows."""
+    url = databases.fresh("postgresql")
+    name = url.rsplit("/", 1)[1]
+    other = Keyring([keyring.key("k1"), Key.generate("k2")], primary="k1")
+    async with await TokenVault.open(url, other) as vault:
+        await vault.upsert_refresh_token("alice", "alice-refresh-token", EXPIRES)
+        await vault.upsert_refresh_token("bob", "bob-refresh-token", EXPIRES)
+        offline = await vault.store("alice", "alice-offline-token", expires_at=EXPIRES)
+        moves = {
+            "to another user": "UPDATE auth_vault AS t SET ciphertext = s.ciphertext, "
+            "nonce = s.nonce FROM auth_vault AS s WHERE t.user_id = 'bob' "
+            "AND t.token_type = 'refresh' AND s.user_id = 'alice' AND s.token_type = 'refresh'",
+            "to another type": "UPDATE auth_vault AS t SET ciphertext = s.ciphertext, "
+            f"nonce = s.nonce FROM auth_vault AS s WHERE t.id = '{offline}' "
+            "AND s.user_id = 'alice' AND s.token_type = 'refresh'",
+            "to another key id": "UPDATE auth_vault SET key_id = 'k2' "
+            "WHERE user_id = 'alice' AND token_type = 'refresh'",
+        }
+        for sql in moves.values():
+            pg_cluster.psql(sql, database=name)
+        for user in ("bob", "alice"):
+            with pytest.raises(DecryptionError):
+                await vault.get_refresh_token(user)
+        with pytest.raises(DecryptionError):
+            await vault.retrieve(offline)
