@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
 
 from tests.conftest import BACKENDS, Databases
+from tests.test_cli import cli
 from token_vault import Key, Keyring, KeyringError, TokenVault
 from token_vault.vault.rotation import keys_in_use, rotate_keys
 
@@ -116,18 +114,6 @@ async def test_rotation_resumes_after_an_interruption(databases: Databases) -> N
         assert entry.token == tokens["user-7"]
     with pytest.raises(KeyringError):
         new.without("new")
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_VAULT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "token_vault", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_cli_rotation_and_key_removal(databases: Databases) -> None:

@@ -126,22 +126,7 @@ class PgCluster:
             "--locale=C.UTF-8",
         )
         pwfile.unlink()
-        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
-        options += f" -p {self.port} -k {self._tmp}"
-        result = self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self._tmp / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-            check=False,
-        )
+        result = self._pg_ctl_start()
         if result.returncode != 0:
             log = (self._tmp / "server.log").read_text(errors="replace")[-2000:]
             self.stop()
@@ -175,6 +160,23 @@ class PgCluster:
             env=env,
         )
         return result.stdout
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        assert self._tmp is not None
+        return self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self._tmp / "server.log"),
+            "-o",
+            self._options(),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
 
     def _options(self) -> str:
         options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
@@ -216,20 +218,7 @@ class PgCluster:
         assert self._tmp is not None
         deadline = time.monotonic() + timeout
         while True:
-            result = self._run(
-                "pg_ctl",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self._tmp / "server.log"),
-                "-o",
-                self._options(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-                check=False,
-            )
+            result = self._pg_ctl_start()
             if result.returncode == 0:
                 return
             if time.monotonic() > deadline:
