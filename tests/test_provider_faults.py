@@ -204,3 +204,4 @@ async def test_crash_between_provider_and_database_never_loops(
     assert entry.needs_reauth == (outcome == "needs-login")
     calls = world.provider.stats()["token_requests"].get("refresh_token", 0)
     assert 1 <= calls <= 3
+    print(f"after the crash: {outcome}, {calls} provider refresh call(s) in all")
