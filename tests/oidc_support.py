@@ -43,6 +43,7 @@ class OidcWorld:
     database_url: str
     keyring: Keyring
     signing_key: RSAKey
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
 
     @property
     def settings(self) -> ProviderSettings:
@@ -50,6 +51,7 @@ class OidcWorld:
             issuer=self.provider.issuer,
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
+            scopes=self.scopes,
             attempts=3,
             backoff=0.05,
         )
@@ -163,7 +165,12 @@ def serve(app: Starlette, port: int) -> Iterator[None]:
 
 
 @contextmanager
-def oidc_world(database_url: str, tmp: Path, **provider_options: Any) -> Iterator[OidcWorld]:
+def oidc_world(
+    database_url: str,
+    tmp: Path,
+    scopes: tuple[str, ...] = ("openid", "profile", "email"),
+    **provider_options: Any,
+) -> Iterator[OidcWorld]:
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}"
     signing_key = write_jwks(tmp / "jwks.json")
@@ -174,7 +181,9 @@ def oidc_world(database_url: str, tmp: Path, **provider_options: Any) -> Iterato
         **provider_options,
     )
     with provider:
-        world = OidcWorld(provider, app_url, database_url, Keyring.from_spec(_spec()), signing_key)
+        world = OidcWorld(
+            provider, app_url, database_url, Keyring.from_spec(_spec()), signing_key, scopes
+        )
         with serve(build_app(world), app_port):
             yield world
 

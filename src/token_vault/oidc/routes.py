@@ -121,8 +121,12 @@ class RelyingParty:
 
     async def login(self, request: Request) -> Response:
         try:
+            extra = {}
+            if OFFLINE_SCOPE in self.provider.settings.scopes:
+                # OpenID Connect Core 11: offline access is asked for with prompt=consent.
+                extra["prompt"] = "consent"
             response: Response = await self._client.authorize_redirect(
-                request, self.settings.callback_url
+                request, self.settings.callback_url, **extra
             )
         except (OAuthError, ProviderError, OSError) as exc:
             log.warning("login could not start: %s", type(exc).__name__)
