@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from token_vault.errors import ConfigurationError, UnavailableError
+from token_vault.storage.connections import ConnectionPool
 from token_vault.storage.record import NewRow, RefreshWrite, SealedColumns, StoredRow
 from token_vault.storage.url import DatabaseURL
 
@@ -181,13 +182,6 @@ RETURNING jti
 FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < $1"
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Pool reset hook: the vault changes no session state, so skip the reset query.
-
-    asyncpg still rolls back an unfinished transaction before calling this.
-    """
-
-
 def _stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -293,17 +287,18 @@ class PostgresBackend:
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
     @classmethod
     async def connect(
         cls, url: DatabaseURL, *, min_size: int = 1, max_size: int = 10
     ) -> PostgresBackend:
+        pool = ConnectionPool(url.asyncpg_dsn, size=max_size)
         try:
-            pool = await asyncpg.create_pool(
-                url.asyncpg_dsn, min_size=min_size, max_size=max_size, reset=_keep_session
-            )
+            for _ in range(min_size):  # fail at start-up, not at the first call
+                async with pool.acquire():
+                    pass
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise UnavailableError(
                 f"cannot connect to {url.redacted()}: {type(exc).__name__}"
@@ -311,7 +306,7 @@ class PostgresBackend:
         return cls(pool)
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> ConnectionPool:
         return self._pool
 
     async def _run(self, call: Awaitable[T]) -> T:

@@ -1,0 +1,59 @@
+"""The vault's connection pool: size limit, waiting, cancellation, broken connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import Databases
+from token_vault.storage.connections import ConnectionPool
+from token_vault.storage.url import DatabaseURL
+
+
+@pytest.fixture
+async def pool(databases: Databases) -> AsyncIterator[ConnectionPool]:
+    url = DatabaseURL.parse(databases.fresh("postgresql"))
+    opened = ConnectionPool(url.asyncpg_dsn, size=2)
+    yield opened
+    await opened.close()
+
+
+async def test_never_opens_more_than_its_size(pool: ConnectionPool) -> None:
+    pids = await asyncio.gather(
+        *(pool.fetchval("SELECT pg_backend_pid() FROM pg_sleep(0.01)") for _ in range(20))
+    )
+    assert len(set(pids)) <= 2
+
+
+async def test_a_cancelled_waiter_leaks_nothing(pool: ConnectionPool) -> None:
+    async with pool.acquire(), pool.acquire():
+        waiter = asyncio.create_task(pool.fetchval("SELECT 1"))
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    assert await asyncio.gather(*(pool.fetchval("SELECT 2") for _ in range(4))) == [2] * 4
+
+
+async def test_a_call_cancelled_mid_query_drops_its_connection(pool: ConnectionPool) -> None:
+    slow = asyncio.create_task(pool.fetchval("SELECT pg_backend_pid() FROM pg_sleep(5)"))
+    await asyncio.sleep(0.2)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await pool.fetchval("SELECT 3") == 3
+
+
+async def test_a_connection_killed_by_the_server_is_replaced(pool: ConnectionPool) -> None:
+    async with pool.acquire() as first, pool.acquire() as second:
+        victim = await first.fetchval("SELECT pg_backend_pid()")
+        assert await second.fetchval("SELECT pg_terminate_backend($1)", victim)
+    results = []
+    for _ in range(4):  # the dead one fails once at most, then a fresh one is opened
+        try:
+            results.append(await pool.fetchval("SELECT 4"))
+        except Exception as exc:
+            results.append(type(exc).__name__)
+    assert results[-2:] == [4, 4]
