@@ -305,10 +305,6 @@ class PostgresBackend:
             ) from None
         return cls(pool)
 
-    @property
-    def pool(self) -> ConnectionPool:
-        return self._pool
-
     async def _run(self, call: Awaitable[T]) -> T:
         """Await one pool call (acquire, one round trip, release), translating errors."""
         try:

@@ -1,1 +1,2 @@
-"""Test-support helpers for token-vault (dev OpenID provider, fixtures)."""
+"""Support for tests and dev mode: a throwaway PostgreSQL cluster (``pgcluster``) and
+the Keycloak-like dev OpenID provider (``devprovider``)."""
