@@ -27,7 +27,7 @@ from starlette.routing import Route
 from token_vault import Keyring, TokenVault
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
-from token_vault.oidc.routes import LoginSettings, RelyingParty
+from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
 from token_vault.testing.devprovider import DevProvider, free_port, login
 
 CLIENT_ID = "token-vault"
@@ -122,26 +122,11 @@ def build_app(world: OidcWorld) -> Starlette:
         await provider.close()
         await vault.close()
 
-    async def delegate(request: Request) -> Response:
-        rp: RelyingParty = request.app.state.rp
-        handler = getattr(rp, str(request.scope["route"].name))
-        response: Response = await handler(request)
-        return response
-
     async def whoami(request: Request) -> Response:
         user = RelyingParty.current_user(request)
         return JSONResponse({"user_id": user.user_id if user else None})
 
-    prefix = "/auth"
-    routes = [
-        Route(f"{prefix}/login", delegate, name="login"),
-        Route(f"{prefix}/callback", delegate, name="callback"),
-        Route(f"{prefix}/logout", delegate, methods=["GET", "POST"], name="logout"),
-        Route(
-            f"{prefix}/backchannel-logout", delegate, methods=["POST"], name="backchannel_logout"
-        ),
-        Route("/", whoami),
-    ]
+    routes = [*login_routes(lambda request: request.app.state.rp), Route("/", whoami)]
     middleware = [Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32))]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 

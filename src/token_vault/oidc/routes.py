@@ -8,7 +8,7 @@ Authlib also keeps the ``state``, ``nonce`` and PKCE verifier there until the ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,10 +24,11 @@ from token_vault.errors import LogoutTokenError, ProviderError, VaultError
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.logout_token import LogoutClaims, validate_logout_token
 from token_vault.oidc.provider import OpenIDProvider
+from token_vault.storage.record import metadata_stamp
 from token_vault.vault.core import Clock, TokenVault, utc_now
 from token_vault.vault.entry import TokenType
 
-__all__ = ["LoginSettings", "RelyingParty", "SessionUser"]
+__all__ = ["LoginSettings", "RelyingParty", "SessionUser", "login_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +94,8 @@ class RelyingParty:
         )
 
     def routes(self) -> list[Route]:
-        prefix = self.settings.prefix
-        return [
-            Route(f"{prefix}/login", self.login, methods=["GET"], name="login"),
-            Route(f"{prefix}/callback", self.callback, methods=["GET"], name="callback"),
-            Route(f"{prefix}/logout", self.logout, methods=["GET", "POST"], name="logout"),
-            Route(
-                f"{prefix}/backchannel-logout",
-                self.backchannel_logout,
-                methods=["POST"],
-                name="backchannel_logout",
-            ),
-        ]
+        """The four routes, bound to this relying party."""
+        return login_routes(lambda _: self, prefix=self.settings.prefix)
 
     def router(self) -> Router:
         return Router(routes=self.routes())
@@ -172,7 +163,7 @@ class RelyingParty:
             "email": claims.get("email"),
             "name": claims.get("name"),
             "provider": self.settings.provider_name,
-            "loginTime": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "loginTime": metadata_stamp(now),
         }
         if OFFLINE_SCOPE in str(token.get("scope", "")).split():
             return await self.vault.store(
@@ -272,3 +263,33 @@ class RelyingParty:
                 if exc.reason != "bad_signature" or refetch:
                     raise
         raise AssertionError("unreachable")
+
+
+_ROUTES = (  # (path, handler name, methods)
+    ("/login", "login", ["GET"]),
+    ("/callback", "callback", ["GET"]),
+    ("/logout", "logout", ["GET", "POST"]),
+    ("/backchannel-logout", "backchannel_logout", ["POST"]),
+)
+
+
+def login_routes(
+    relying_party: Callable[[Request], RelyingParty], *, prefix: str = "/auth"
+) -> list[Route]:
+    """The login routes, calling the relying party ``relying_party(request)`` returns.
+
+    For apps that build their relying party at start-up (in a lifespan), after the
+    routes are declared.
+    """
+
+    def endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            response: Response = await getattr(relying_party(request), name)(request)
+            return response
+
+        return handle
+
+    return [
+        Route(f"{prefix}{path}", endpoint(name), methods=methods, name=name)
+        for path, name, methods in _ROUTES
+    ]

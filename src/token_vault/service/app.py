@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.responses import Response
-from starlette.routing import Route
 
 from token_vault import __version__
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider
-from token_vault.oidc.routes import LoginSettings, RelyingParty
+from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
 from token_vault.service import api, ops, pages
 from token_vault.service.caller import CallerVerifier
 from token_vault.service.logs import request_logger
@@ -90,21 +88,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(pages.router)
-    for name in ("login", "callback", "logout", "backchannel_logout"):
-        path = f"{AUTH_PREFIX}/{name.replace('_', '-')}"
-        methods = ["POST"] if name == "backchannel_logout" else ["GET"]
-        if name == "logout":
-            methods = ["GET", "POST"]
-        app.router.routes.append(Route(path, _delegate(name), methods=methods, name=name))
+    app.router.routes.extend(
+        login_routes(lambda request: get_services(request).relying_party, prefix=AUTH_PREFIX)
+    )
     return app
-
-
-def _delegate(name: str) -> Callable[[Request], Awaitable[Response]]:
-    """An endpoint that calls the running service's relying party (built at start-up)."""
-
-    async def endpoint(request: Request) -> Response:
-        relying_party = get_services(request).relying_party
-        response: Response = await getattr(relying_party, name)(request)
-        return response
-
-    return endpoint

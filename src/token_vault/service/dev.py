@@ -23,13 +23,14 @@ from token_vault.service.app import AUTH_PREFIX, create_app
 from token_vault.service.logs import configure_logging
 from token_vault.service.settings import SCOPES, ServiceSettings
 from token_vault.storage import migrate
+from token_vault.testing.devprovider import (
+    DEFAULT_CALLER_CLIENT_ID,
+    DEFAULT_CALLER_CLIENT_SECRET,
+    DEFAULT_WEB_CLIENT_ID,
+    DEFAULT_WEB_CLIENT_SECRET,
+)
 
 __all__ = ["run_dev"]
-
-DEV_CLIENT_ID = "token-vault"
-DEV_CLIENT_SECRET = "dev-secret"  # noqa: S105 - the dev provider's well-known client
-CALLER_ID = "token-vault-caller"
-CALLER_SECRET = "caller-secret"  # noqa: S105 - the dev provider's well-known service account
 
 
 def _say(line: str = "") -> None:
@@ -46,8 +47,9 @@ def _secret_file(path: Path, make: str, what: str) -> Path:
 
 def _try_command(token_endpoint: str, base_url: str) -> str:
     scope = f"{SCOPES['read']} {SCOPES['token']}"
+    caller = f"{DEFAULT_CALLER_CLIENT_ID}:{DEFAULT_CALLER_CLIENT_SECRET}"
     get_token = (
-        f"TOKEN=$(curl -s -u {CALLER_ID}:{CALLER_SECRET} -d grant_type=client_credentials "
+        f"TOKEN=$(curl -s -u {caller} -d grant_type=client_credentials "
         f"-d {shlex.quote('scope=' + scope)} {token_endpoint} "
         "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
     )
@@ -88,8 +90,8 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
             )
             overrides.update(
                 oidc_issuer=provider.issuer,
-                oidc_client_id=DEV_CLIENT_ID,
-                oidc_client_secret=DEV_CLIENT_SECRET,
+                oidc_client_id=DEFAULT_WEB_CLIENT_ID,
+                oidc_client_secret=DEFAULT_WEB_CLIENT_SECRET,
                 oidc_provider_name="devprovider",
             )
             token_endpoint = provider.token_endpoint

@@ -18,7 +18,13 @@ import asyncpg
 
 from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.connections import ConnectionPool
-from token_vault.storage.record import NewRow, RefreshWrite, SealedColumns, StoredRow
+from token_vault.storage.record import (
+    NewRow,
+    RefreshWrite,
+    SealedColumns,
+    StoredRow,
+    metadata_stamp,
+)
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "PostgresBackend"]
@@ -182,10 +188,6 @@ RETURNING jti
 FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < $1"
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _jsonb_text(value: Any) -> str:
     """JSON text whose floats survive jsonb: positional notation with a decimal point.
 
@@ -227,7 +229,7 @@ def _params(row: NewRow) -> tuple[Any, ...]:
         row.session_state,
         _metadata_param(row.metadata_json),
         row.now,
-        _stamp(row.now),
+        metadata_stamp(row.now),
     )
 
 
@@ -378,7 +380,7 @@ class PostgresBackend:
                 write.access.key_id,
                 write.access_expires_at,
                 write.now,
-                _stamp(write.now),
+                metadata_stamp(write.now),
                 write.expected_nonce,
             )
         )

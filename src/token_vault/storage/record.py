@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-__all__ = ["Backend", "NewRow", "RefreshWrite", "SealedColumns", "StoredRow"]
+__all__ = ["Backend", "NewRow", "RefreshWrite", "SealedColumns", "StoredRow", "metadata_stamp"]
+
+
+def metadata_stamp(moment: datetime) -> str:
+    """How times are written into metadata (``updatedAt``, ``lastRefresh``, ``loginTime``):
+    UTC, milliseconds, ``Z``, as JavaScript's ``toISOString()`` writes them."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

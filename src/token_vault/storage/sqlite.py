@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from token_vault.errors import ConfigurationError, UnavailableError
-from token_vault.storage.record import NewRow, RefreshWrite, SealedColumns, StoredRow
+from token_vault.storage.record import (
+    NewRow,
+    RefreshWrite,
+    SealedColumns,
+    StoredRow,
+    metadata_stamp,
+)
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "SQLiteBackend", "connect_sqlite"]
@@ -175,10 +181,6 @@ def to_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def merge_metadata(existing: str | None, new: str | None, stamp: str) -> str:
     """Shallow merge ``existing || new || {"updatedAt": stamp}``: new keys win."""
     merged: dict[str, Any] = json.loads(existing) if existing else {}
@@ -223,7 +225,7 @@ def _params(row: NewRow) -> tuple[Any, ...]:
         row.session_state,
         row.metadata_json,
         to_text(row.now),
-        _stamp(row.now),
+        metadata_stamp(row.now),
     )
 
 
@@ -353,7 +355,7 @@ class SQLiteBackend:
             write.access.key_id,
             to_text(write.access_expires_at),
             to_text(write.now),
-            _stamp(write.now),
+            metadata_stamp(write.now),
             write.expected_nonce,
         )
         return bool(await self._run(lambda c: c.execute(RECORD_REFRESH, params).fetchall()))
