@@ -28,7 +28,7 @@ from token_vault import Keyring, TokenVault
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
 from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
-from token_vault.testing.devprovider import DevProvider, free_port, login
+from token_vault.service.devprovider import DevProvider, free_port, login
 
 CLIENT_ID = "token-vault"
 CLIENT_SECRET = "dev-secret"

@@ -28,7 +28,7 @@ from tests.oidc_support import (
 from token_vault import ProviderUnavailableError, ReauthRequiredError, TokenType, TokenVault
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider
-from token_vault.testing.devprovider import logout as provider_logout
+from token_vault.service.devprovider import logout as provider_logout
 from token_vault.testing.pgcluster import PgCluster
 
 ROOT = Path(__file__).resolve().parents[1]

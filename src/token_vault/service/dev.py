@@ -23,7 +23,7 @@ from token_vault.service.app import AUTH_PREFIX, create_app
 from token_vault.service.logs import configure_logging
 from token_vault.service.settings import SCOPES, ServiceSettings
 from token_vault.storage import migrate
-from token_vault.testing.devprovider import (
+from token_vault.service.devprovider import (
     DEFAULT_CALLER_CLIENT_ID,
     DEFAULT_CALLER_CLIENT_SECRET,
     DEFAULT_WEB_CLIENT_ID,
@@ -78,7 +78,7 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
         overrides["database_url"] = f"sqlite:///{var / 'token-vault.db'}"
     with ExitStack() as stack:
         if not os.environ.get("TOKEN_VAULT_OIDC_ISSUER"):
-            from token_vault.testing.devprovider import DevProvider, ensure_installed
+            from token_vault.service.devprovider import DevProvider, ensure_installed
 
             ensure_installed()
             provider = stack.enter_context(

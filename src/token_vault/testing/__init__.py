@@ -1,2 +1,1 @@
-"""Support for tests and dev mode: a throwaway PostgreSQL cluster (``pgcluster``) and
-the Keycloak-like dev OpenID provider (``devprovider``)."""
+"""Support for users' own tests: a throwaway PostgreSQL cluster (``pgcluster``)."""

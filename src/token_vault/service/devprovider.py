@@ -13,7 +13,7 @@ Usage::
 
 It can also be run by hand for dev mode::
 
-    python -m token_vault.testing.devprovider --port 8080
+    python -m token_vault.service.devprovider --port 8080
 """
 
 from __future__ import annotations
@@ -548,7 +548,7 @@ def logout(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the dev provider in the foreground until interrupted (dev mode)."""
-    parser = argparse.ArgumentParser(prog="python -m token_vault.testing.devprovider")
+    parser = argparse.ArgumentParser(prog="python -m token_vault.service.devprovider")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--realm", default=DEFAULT_REALM)
