@@ -1,8 +1,12 @@
-"""Settings from the environment (prefix ``TOKEN_VAULT_``) or an optional ``.env`` file."""
+"""Settings from the environment (prefix ``TOKEN_VAULT_``) or an optional ``.env`` file.
+
+The vault itself never reads the environment: it takes a URL and a keyring.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from token_vault.crypto.keyring import Keyring
 from token_vault.errors import KeyringError
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
+
+if TYPE_CHECKING:
+    from token_vault.vault.core import Clock, TokenVault
 
 __all__ = ["VaultSettings"]
 
@@ -30,6 +37,14 @@ class VaultSettings(BaseSettings):
     )
     keys_file: Path | None = Field(default=None, description="a file holding the key spec")
     pool_size: int = Field(default=10, ge=1, le=200)
+
+    async def open_vault(self, *, clock: Clock | None = None) -> TokenVault:
+        """Open the vault these settings describe (database, keys, pool size)."""
+        from token_vault.vault.core import TokenVault, utc_now
+
+        return await TokenVault.open(
+            self.database(), self.keyring(), clock=clock or utc_now, pool_size=self.pool_size
+        )
 
     def database(self) -> DatabaseURL:
         return DatabaseURL.parse(self.database_url.get_secret_value())

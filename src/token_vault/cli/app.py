@@ -26,7 +26,7 @@ from token_vault.errors import (
     ValidationError,
     VaultError,
 )
-from token_vault.storage import migrate
+from token_vault.vault import schema
 
 __all__ = ["EXIT_CODES", "app", "main"]
 
@@ -78,8 +78,8 @@ def db_upgrade(
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
     url = _settings().database()
-    run(migrate.upgrade(url, revision))
-    typer.echo(f"{url.redacted()}: at revision {run(migrate.current_revision(url))}")
+    run(schema.upgrade(url, revision))
+    typer.echo(f"{url.redacted()}: at revision {run(schema.current_revision(url))}")
 
 
 @db_app.command("downgrade")
@@ -88,17 +88,17 @@ def db_downgrade(
 ) -> None:
     """Revert migrations down to REVISION (`base` removes everything)."""
     url = _settings().database()
-    run(migrate.downgrade(url, revision))
-    typer.echo(f"{url.redacted()}: at revision {run(migrate.current_revision(url)) or 'base'}")
+    run(schema.downgrade(url, revision))
+    typer.echo(f"{url.redacted()}: at revision {run(schema.current_revision(url)) or 'base'}")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's revision and the newest one this version knows."""
     url = _settings().database()
-    current = run(migrate.current_revision(url))
+    current = run(schema.current_revision(url))
     typer.echo(f"current: {current or 'base'}")
-    typer.echo(f"head:    {migrate.head_revision()}")
+    typer.echo(f"head:    {schema.head_revision()}")
 
 
 @db_app.command("dedupe")
@@ -106,7 +106,7 @@ def db_dedupe(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list, delete nothing")] = False,
 ) -> None:
     """Keep each user's newest refresh token and delete the others (offline tokens stay)."""
-    removed = run(migrate.dedupe(_settings().database(), dry_run=dry_run))
+    removed = run(schema.dedupe(_settings().database(), dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     for entry in removed:
         typer.echo(f"{verb} refresh entry {entry.id} of user {entry.user_id}")
@@ -117,7 +117,7 @@ def db_dedupe(
 @db_app.command("check")
 def db_check() -> None:
     """Fail (exit 1) if any user holds more than one refresh token."""
-    duplicates = run(migrate.check_duplicates(_settings().database()))
+    duplicates = run(schema.check_duplicates(_settings().database()))
     for user_id, count in duplicates:
         typer.echo(f"user {user_id} holds {count} refresh tokens")
     if duplicates:
@@ -147,12 +147,10 @@ def keys_add() -> None:
 @keys_app.command("status")
 def keys_status() -> None:
     """How many stored ciphertexts each key seals."""
-    from token_vault.vault.core import TokenVault
-    from token_vault.vault.rotation import keys_in_use
 
     async def count() -> tuple[dict[str, int], str, frozenset[str]]:
-        async with await TokenVault.from_env() as vault:
-            return await keys_in_use(vault), vault.keyring.primary, vault.keyring.key_ids
+        async with await _settings().open_vault() as vault:
+            return await vault.keys_in_use(), vault.keyring.primary, vault.keyring.key_ids
 
     used, primary, configured = run(count())
     for key_id in sorted(configured | set(used)):
@@ -166,17 +164,15 @@ def keys_rotate(
     batch_size: Annotated[int, typer.Option(min=1, max=10000, help="rows per batch")] = 500,
 ) -> None:
     """Re-seal every row with the primary key, in batches; safe to stop and run again."""
-    from token_vault.vault.core import TokenVault
-    from token_vault.vault.rotation import keys_in_use, rotate_keys
 
     async def rotate() -> tuple[int, int, dict[str, int], str]:
-        async with await TokenVault.from_env() as vault:
-            used = await keys_in_use(vault)
+        async with await _settings().open_vault() as vault:
+            used = await vault.keys_in_use()
             primary = vault.keyring.primary
             todo = sum(n for key_id, n in used.items() if key_id != primary)
             with typer.progressbar(length=todo, label="re-sealing", file=sys.stderr) as bar:
-                report = await rotate_keys(vault, batch_size=batch_size, progress=bar.update)
-            return report.resealed, report.skipped_concurrent, await keys_in_use(vault), primary
+                report = await vault.rotate_keys(batch_size=batch_size, progress=bar.update)
+            return report.resealed, report.skipped_concurrent, await vault.keys_in_use(), primary
 
     resealed, skipped, used, primary = run(rotate())
     typer.echo(f"re-sealed {resealed} row(s) with {primary}; {skipped} changed meanwhile")
@@ -190,13 +186,11 @@ def keys_rotate(
 @keys_app.command("remove")
 def keys_remove(key_id: Annotated[str, typer.Argument(help="the key id to drop")]) -> None:
     """Print TOKEN_VAULT_KEYS=... without KEY_ID; refuses while any row still uses it."""
-    from token_vault.vault.core import TokenVault
-    from token_vault.vault.rotation import keys_in_use
 
     async def check() -> tuple[int, str]:
-        async with await TokenVault.from_env() as vault:
+        async with await _settings().open_vault() as vault:
             remaining = vault.keyring.without(key_id)
-            return (await keys_in_use(vault)).get(key_id, 0), remaining.to_spec()
+            return (await vault.keys_in_use()).get(key_id, 0), remaining.to_spec()
 
     in_use, spec = run(check())
     if in_use:
@@ -212,10 +206,9 @@ def keys_remove(key_id: Annotated[str, typer.Argument(help="the key id to drop")
 @app.command("purge-expired")
 def purge_expired() -> None:
     """Delete every entry whose expiry has passed."""
-    from token_vault.vault.core import TokenVault
 
     async def purge() -> int:
-        async with await TokenVault.from_env() as vault:
+        async with await _settings().open_vault() as vault:
             return await vault.purge_expired()
 
     typer.echo(f"purged {run(purge())} expired entr(y/ies)")
@@ -266,10 +259,9 @@ def serve(
 @app.command("stats")
 def stats() -> None:
     """Entries by type: how many, how many expired, how many need a new login."""
-    from token_vault.vault.core import TokenVault
 
     async def count() -> list[tuple[str, int, int, int]]:
-        async with await TokenVault.from_env() as vault:
+        async with await _settings().open_vault() as vault:
             return await vault.stats()
 
     rows = run(count())
@@ -283,7 +275,7 @@ def stats() -> None:
 @app.command("demo")
 def demo() -> None:
     """A short walk-through of the library against the configured database."""
-    from token_vault.walkthrough import walkthrough
+    from token_vault.cli.demo import walkthrough
 
     run(walkthrough(typer.echo))
 

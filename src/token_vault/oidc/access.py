@@ -14,24 +14,37 @@ someone else just finished is served instead of repeated. The outcome (rotated r
 token, or the old one kept when the provider sends none; the new access token; the
 counters ``refreshCount``/``lastRefresh``) is written in one statement that also
 releases the lease. ``invalid_grant`` marks the row as needing a new login.
+
+This module decides and talks to the provider; every read and write of stored state
+goes through :class:`~token_vault.vault.core.TokenVault` (``refresh_state``,
+``claim_refresh``, ``record_refresh``, ``mark_needs_reauth``, ``release_refresh``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from token_vault.errors import ProviderResponseError, ReauthRequiredError, UnavailableError
+from token_vault.errors import (
+    ProviderResponseError,
+    ReauthRequiredError,
+    UnavailableError,
+    ValidationError,
+)
+from token_vault.oidc.decision import RefreshDecision, RefreshReason, should_refresh
 from token_vault.oidc.provider import OpenIDProvider, TokenSet
-from token_vault.storage.record import RefreshWrite, StoredRow
-from token_vault.vault.core import ACCESS_TOKEN_TYPE, Clock, TokenVault, utc_now
+from token_vault.vault.core import Clock, TokenVault, utc_now
 from token_vault.vault.entry import mask
-from token_vault.vault.validation import check_identifier, check_token
+from token_vault.vault.refresh import RefreshLease, RefreshOutcome, RefreshState
+from token_vault.vault.validation import check_identifier
 
 __all__ = ["AccessToken", "AccessTokens", "RefreshObserver"]
+
+log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 # Called with the outcome of every provider refresh: "ok", "invalid_grant", "error".
@@ -102,30 +115,28 @@ class AccessTokens:
         user_id = check_identifier("user_id", user_id)
         return await self._refresh(user_id, force=True)
 
-    def _fresh(self, row: StoredRow) -> AccessToken | None:
-        if row.access is None or row.access_expires_at is None:
-            return None
-        if row.access_expires_at - self._margin <= self._clock():
-            return None
-        token = self._vault.open_access_token(row)
-        assert token is not None
-        return AccessToken(row.user_id, token, row.access_expires_at, refreshed=False)
+    def _decide(self, state: RefreshState, *, force: bool = False) -> RefreshDecision:
+        return should_refresh(state, self._clock(), margin=self._margin, force=force)
+
+    @staticmethod
+    def _served(state: RefreshState) -> AccessToken:
+        assert state.access is not None
+        return AccessToken(state.user_id, state.access.token, state.access.expires_at, False)
 
     async def _cached(self, user_id: str) -> AccessToken | None:
-        row = await self._vault.backend.fetch_refresh(user_id)
-        if row is None:
+        state = await self._vault.refresh_state(user_id)
+        if state is None:
             raise ReauthRequiredError(user_id, "no_refresh_token")
-        if row.needs_reauth:
+        decision = self._decide(state)
+        if decision.reason is RefreshReason.NEEDS_REAUTH:
             raise ReauthRequiredError(user_id, "invalid_grant")
-        return self._fresh(row)
+        return None if decision.refresh else self._served(state)
 
     async def _refresh(self, user_id: str, *, force: bool = False) -> AccessToken:
         deadline = self._clock() + self._wait
-        backend = self._vault.backend
         while True:
-            now = self._clock()
-            row = await backend.claim_refresh(user_id, self._owner, now, now + self._lease)
-            if row is not None:
+            lease = await self._vault.claim_refresh(user_id, self._owner, lease=self._lease)
+            if lease is not None:
                 break
             # Someone else holds the lease (or there is no row): look again shortly.
             cached = await self._cached(user_id)
@@ -137,74 +148,58 @@ class AccessTokens:
                 )
             await self._sleep(self._poll_interval)
         try:
-            if row.needs_reauth:
+            decision = self._decide(lease.state, force=force)
+            if decision.reason is RefreshReason.NEEDS_REAUTH:
                 raise ReauthRequiredError(user_id, "invalid_grant")
-            fresh = None if force else self._fresh(row)
-            if fresh is not None:
-                return fresh
-            return await self._refresh_at_provider(row)
+            if not decision.refresh:  # another process refreshed while we waited
+                return self._served(lease.state)
+            return await self._refresh_at_provider(lease)
         finally:
             # A no-op when the outcome was written (the write released the lease).
-            await asyncio.shield(backend.release_lease(row.id, self._owner))
+            await asyncio.shield(self._vault.release_refresh(lease))
 
-    async def _refresh_at_provider(self, row: StoredRow) -> AccessToken:
-        entry = self._vault.entry_from_row(row)
+    async def _refresh_at_provider(self, lease: RefreshLease) -> AccessToken:
+        entry = lease.entry
         started = asyncio.get_running_loop().time()
         try:
-            tokens = await self._provider.refresh(entry.token, user_id=row.user_id)
+            tokens = await self._provider.refresh(entry.token, user_id=entry.user_id)
             if tokens.id_token is not None:
-                await self._provider.validate_id_token(tokens.id_token, subject=row.user_id)
+                await self._provider.validate_id_token(tokens.id_token, subject=entry.user_id)
         except ReauthRequiredError:
             self._observe("invalid_grant", started)
-            await self._vault.backend.mark_needs_reauth(
-                row.id, self._owner, row.nonce, self._clock()
-            )
+            await self._vault.mark_needs_reauth(lease)
             raise
         except BaseException:
             self._observe("error", started)
             raise
         self._observe("ok", started)
-        return await self._record(row, entry.token, tokens)
+        return await self._record(lease, tokens)
 
-    async def _record(self, row: StoredRow, old_refresh: str, tokens: TokenSet) -> AccessToken:
+    async def _record(self, lease: RefreshLease, tokens: TokenSet) -> AccessToken:
         now = self._clock()
-        rotated = tokens.refresh_token if tokens.refresh_token != old_refresh else None
         ttl = timedelta(seconds=tokens.expires_in) if tokens.expires_in else None
         access_expires_at = now + (ttl or self._default_access_ttl)
         refresh_ttl = tokens.refresh_expires_in
-        try:
-            access = self._vault.seal(
-                check_token(tokens.access_token),
-                user_id=row.user_id,
-                token_type=ACCESS_TOKEN_TYPE,
-            )
-            refresh = (
-                self._vault.seal(
-                    check_token(rotated), user_id=row.user_id, token_type=row.token_type
-                )
-                if rotated is not None
-                else None
-            )
-            session_state = (
-                check_identifier("session_state", tokens.session_state)
-                if tokens.session_state is not None
-                else None
-            )
-        except ValueError:
-            raise ProviderResponseError("provider returned a token that cannot be stored") from None
-        write = RefreshWrite(
-            entry_id=row.id,
-            owner=self._owner,
-            expected_nonce=row.nonce,
-            refresh=refresh,
-            refresh_expires_at=now + timedelta(seconds=refresh_ttl) if refresh_ttl else None,
-            session_state=session_state,
-            access=access,
+        outcome = RefreshOutcome(
+            access_token=tokens.access_token,
             access_expires_at=access_expires_at,
-            now=now,
+            refresh_token=tokens.refresh_token,
+            refresh_expires_at=now + timedelta(seconds=refresh_ttl) if refresh_ttl else None,
+            session_state=tokens.session_state,
         )
-        await asyncio.shield(self._vault.backend.record_refresh(write))
-        return AccessToken(row.user_id, tokens.access_token, access_expires_at, refreshed=True)
+        try:
+            stored = await asyncio.shield(self._vault.record_refresh(lease, outcome))
+        except ValidationError:
+            raise ProviderResponseError("provider returned a token that cannot be stored") from None
+        if not stored:
+            # A login replaced the entry's token while we refreshed (its token wins), or
+            # the entry was deleted: the access token is still valid, but was not kept.
+            log.warning(
+                "refresh outcome for entry %s not stored: the entry changed", lease.entry.id
+            )
+        return AccessToken(
+            lease.entry.user_id, tokens.access_token, access_expires_at, refreshed=True
+        )
 
     def _observe(self, outcome: str, started: float) -> None:
         if self._observer is not None:

@@ -20,13 +20,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route, Router
 
-from token_vault.errors import LogoutTokenError, ProviderError, VaultError
+from token_vault.errors import (
+    LogoutTokenError,
+    ProviderError,
+    ProviderUnavailableError,
+    VaultError,
+)
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.logout_token import LogoutClaims, validate_logout_token
 from token_vault.oidc.provider import OpenIDProvider
-from token_vault.storage.record import metadata_stamp
+from token_vault.status import http_status
 from token_vault.vault.core import Clock, TokenVault, utc_now
-from token_vault.vault.entry import TokenType
+from token_vault.vault.entry import TokenType, metadata_stamp
 
 __all__ = ["LoginSettings", "RelyingParty", "SessionUser", "login_routes"]
 
@@ -121,7 +126,8 @@ class RelyingParty:
             )
         except (OAuthError, ProviderError, OSError) as exc:
             log.warning("login could not start: %s", type(exc).__name__)
-            return PlainTextResponse("the identity provider is unavailable", status_code=503)
+            status = http_status(ProviderUnavailableError()).code
+            return PlainTextResponse("the identity provider is unavailable", status_code=status)
         return response
 
     async def callback(self, request: Request) -> Response:
@@ -142,7 +148,8 @@ class RelyingParty:
             entry_id = await self._store_login(subject, refresh_token, token, claims)
         except VaultError as exc:
             log.warning("login could not be stored: %s", type(exc).__name__)
-            return PlainTextResponse("login could not be stored", status_code=503)
+            status = http_status(exc).code
+            return PlainTextResponse("login could not be stored", status_code=status)
         request.session.clear()
         request.session["user_id"] = subject
         request.session["entry_id"] = entry_id
@@ -174,17 +181,24 @@ class RelyingParty:
                 session_state=session_id,
                 metadata=metadata,
             )
+        access_token = token.get("access_token")
+        expires_in = token.get("expires_in")
+        access_expires_at = None
+        if isinstance(access_token, str) and isinstance(expires_in, int) and expires_in > 0:
+            access_expires_at = now + timedelta(seconds=expires_in)
+        else:
+            access_token = None
         entry_id = await self.vault.upsert_refresh_token(
-            subject, refresh_token, now + refresh_ttl, session_id, metadata
+            subject,
+            refresh_token,
+            now + refresh_ttl,
+            session_id,
+            metadata,
+            access_token=access_token,
+            access_expires_at=access_expires_at,
         )
         if self._on_store is not None:
             self._on_store()
-        access_token = token.get("access_token")
-        expires_in = token.get("expires_in")
-        if isinstance(access_token, str) and isinstance(expires_in, int) and expires_in > 0:
-            await self.vault.cache_access_token(
-                entry_id, subject, access_token, now + timedelta(seconds=expires_in)
-            )
         return entry_id
 
     async def logout(self, request: Request) -> Response:
@@ -231,11 +245,11 @@ class RelyingParty:
         except LogoutTokenError as exc:
             log.info("back-channel logout refused: %s", exc.reason)
             body = {"error": "invalid_request", "error_description": str(exc)}
-            return JSONResponse(body, status_code=400, headers=headers)
-        except (ProviderError, VaultError) as exc:
+            return JSONResponse(body, status_code=http_status(exc).code, headers=headers)
+        except VaultError as exc:  # the provider or the database did not answer
             log.warning("back-channel logout failed: %s", type(exc).__name__)
             body = {"error": "temporarily_unavailable"}
-            return JSONResponse(body, status_code=503, headers=headers)
+            return JSONResponse(body, status_code=http_status(exc).code, headers=headers)
         if claims.session_id is not None:
             await self.vault.delete_session(claims.session_id, token_type=TokenType.REFRESH)
         elif claims.subject is not None:

@@ -20,15 +20,15 @@ import uvicorn
 
 from token_vault.crypto.keyring import generate_key_spec
 from token_vault.service.app import AUTH_PREFIX, create_app
-from token_vault.service.logs import configure_logging
-from token_vault.service.settings import SCOPES, ServiceSettings
-from token_vault.storage import migrate
 from token_vault.service.devprovider import (
     DEFAULT_CALLER_CLIENT_ID,
     DEFAULT_CALLER_CLIENT_SECRET,
     DEFAULT_WEB_CLIENT_ID,
     DEFAULT_WEB_CLIENT_SECRET,
 )
+from token_vault.service.logs import configure_logging
+from token_vault.service.settings import SCOPES, ServiceSettings
+from token_vault.vault import schema
 
 __all__ = ["run_dev"]
 
@@ -84,7 +84,7 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
             provider = stack.enter_context(
                 DevProvider(
                     redirect_uris=[f"{base_url}{AUTH_PREFIX}/callback"],
-                    backchannel_logout_uri=f"{base_url}/backchannel-logout",
+                    backchannel_logout_uri=f"{base_url}{AUTH_PREFIX}/backchannel-logout",
                     test_hooks=False,
                 )
             )
@@ -98,7 +98,7 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
         else:
             token_endpoint = "<your provider's token endpoint>"  # noqa: S105 - a hint
         settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
-        asyncio.run(migrate.upgrade(settings.database()))
+        asyncio.run(schema.upgrade(settings.database()))
         app = create_app(settings)
         _say()
         _say(f"token-vault (dev mode) on {base_url}  (database {settings.database()})")

@@ -1,13 +1,15 @@
-"""Operations endpoints: liveness, readiness, metrics, and back-channel logout."""
+"""Operations endpoints: liveness, readiness, metrics.
+
+Back-channel logout is one of the login routes (``/auth/backchannel-logout``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
 from token_vault.service.problem import problem
 from token_vault.service.state import ServicesDep
-from token_vault.storage import migrate
 
 __all__ = ["router"]
 
@@ -22,26 +24,18 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> Response:
-    """The database answers and its schema is at the newest revision."""
+    """The database answers (through the vault's own pool) and its schema is current."""
     try:
-        current = await migrate.current_revision(services.settings.database())
+        schema = await services.vault.schema_status()
     except Exception as exc:  # any failure to answer means "not ready"
         return problem(503, "not-ready", "Service not ready", f"database: {type(exc).__name__}")
-    head = migrate.head_revision()
-    if current != head:
-        return problem(
-            503, "not-ready", "Service not ready", f"schema at {current or 'base'}, expected {head}"
-        )
-    return JSONResponse({"status": "ready", "revision": current})
+    if not schema.is_current:
+        detail = f"schema at {schema.current or 'base'}, expected {schema.head}"
+        return problem(503, "not-ready", "Service not ready", detail)
+    return JSONResponse({"status": "ready", "revision": schema.current})
 
 
 @router.get("/metrics")
 async def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics."""
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-@router.post("/backchannel-logout", include_in_schema=True)
-async def backchannel_logout(request: Request, services: ServicesDep) -> Response:
-    """OpenID Back-Channel Logout 1.0 (form field ``logout_token``)."""
-    return await services.relying_party.backchannel_logout(request)

@@ -10,6 +10,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from token_vault.errors import VaultError
 from token_vault.oidc.routes import RelyingParty
 from token_vault.service.state import ServicesDep
+from token_vault.status import http_status
 from token_vault.vault.entry import VaultEntry, mask
 
 __all__ = ["router"]
@@ -94,6 +95,6 @@ async def refresh_now(request: Request, services: ServicesDep) -> Response:
         return _page(
             f"<p class='error'>Refresh failed: {escape(type(exc).__name__)}</p>"
             "<p><a href='/'>Back</a></p>",
-            status=502,
+            status=http_status(exc).code,
         )
     return RedirectResponse("/?notice=Refreshed", status_code=303)

@@ -1,4 +1,4 @@
-"""Errors as ``application/problem+json`` (RFC 9457): the one map from errors to statuses.
+"""Errors as ``application/problem+json`` (RFC 9457), statuses from :mod:`token_vault.status`.
 
 Bodies carry a type, a title, a status and a short detail; never a token, a key, a
 stack trace or a database message.
@@ -13,37 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from token_vault.errors import (
-    ConfigurationError,
-    DecryptionError,
-    LogoutTokenError,
-    NotFoundError,
-    ProviderResponseError,
-    ProviderUnavailableError,
-    ReauthRequiredError,
-    UnavailableError,
-    ValidationError,
-    VaultError,
-)
+from token_vault.errors import ReauthRequiredError, ValidationError, VaultError
+from token_vault.status import INTERNAL, http_status
 
-__all__ = ["AuthError", "install_problem_handlers", "problem"]
+__all__ = ["AuthError", "install_problem_handlers", "problem", "vault_problem"]
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
-
-# (status, type slug, title); the first matching class wins, so subclasses come first.
-STATUS_FOR: list[tuple[type[VaultError], int, str, str]] = [
-    (ValidationError, 400, "invalid-input", "Invalid input"),
-    (LogoutTokenError, 400, "invalid-logout-token", "Invalid logout token"),
-    (NotFoundError, 404, "not-found", "Not found"),
-    (ReauthRequiredError, 409, "reauth-required", "The user must log in again"),
-    (ProviderUnavailableError, 503, "provider-unavailable", "Identity provider unavailable"),
-    (ProviderResponseError, 502, "provider-error", "Identity provider gave a bad answer"),
-    (UnavailableError, 503, "database-unavailable", "Database unavailable"),
-    (ConfigurationError, 503, "not-ready", "Service not ready"),
-    (DecryptionError, 500, "decryption-failed", "Stored token could not be decrypted"),
-]
 
 
 class AuthError(Exception):
@@ -76,23 +53,24 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def _vault_error(error: VaultError) -> JSONResponse:
-    for kind, status, slug, title in STATUS_FOR:
-        if isinstance(error, kind):
-            extra: dict[str, object] = {}
-            if isinstance(error, ValidationError):
-                extra["field"] = error.field
-            if isinstance(error, ReauthRequiredError):
-                extra["reason"] = error.reason
-            return problem(status, slug, title, str(error), **extra)
-    log.error("unmapped vault error %s", type(error).__name__)
-    return problem(500, "internal", "Internal error")
+def vault_problem(error: VaultError) -> JSONResponse:
+    """The problem response for a vault error (statuses from :mod:`token_vault.status`)."""
+    status = http_status(error)
+    if status is INTERNAL:
+        log.error("unmapped vault error %s", type(error).__name__)
+        return problem(status.code, status.slug, status.title)
+    extra: dict[str, object] = {}
+    if isinstance(error, ValidationError):
+        extra["field"] = error.field
+    if isinstance(error, ReauthRequiredError):
+        extra["reason"] = error.reason
+    return problem(status.code, status.slug, status.title, str(error), **extra)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_vault_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, VaultError)
-        return _vault_error(error)
+        return vault_problem(error)
 
     async def on_auth_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, AuthError)

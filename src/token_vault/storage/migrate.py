@@ -7,6 +7,7 @@ from a :class:`DatabaseURL` (or takes one the caller holds) and runs Alembic on 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,9 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest revision this version knows (read once from the migration scripts)."""
     head = ScriptDirectory(_SCRIPT_LOCATION).get_current_head()
     assert head is not None
     return head

@@ -16,34 +16,32 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.connections import ConnectionPool
 from token_vault.storage.record import (
     NewRow,
     RefreshWrite,
-    SealedColumns,
     StoredRow,
     metadata_stamp,
+    stored_row,
 )
+from token_vault.storage.schema import COLUMNS
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "PostgresBackend"]
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
-    "metadata, created_at, updated_at, access_ciphertext, access_nonce, access_key_id, "
-    "access_expires_at, lease_owner, lease_expires_at, needs_reauth"
-)
-
-# $8: metadata as JSON text (or NULL); $9: now; $10: now as the metadata's updatedAt.
+# $8: metadata as JSON text (or NULL); $9: now; $10: now as the metadata's updatedAt;
+# $11-$14: the access token that came with the refresh token, sealed (or NULLs).
 UPSERT_REFRESH_TOKEN = """
 INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
-                             expires_at, session_state, metadata, created_at, updated_at)
+                             expires_at, session_state, metadata, created_at, updated_at,
+                             access_ciphertext, access_nonce, access_key_id, access_expires_at)
 VALUES ($1, $2, 'refresh', $3, $4, $5, $6, $7,
         COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
-        $9, $9)
+        $9, $9, $11, $12, $13, $14)
 ON CONFLICT (user_id, token_type) WHERE token_type = 'refresh'
 DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
               nonce = EXCLUDED.nonce,
@@ -55,28 +53,29 @@ DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
                          || jsonb_build_object('updatedAt', $10::text),
               updated_at = EXCLUDED.updated_at,
               needs_reauth = false,
-              access_ciphertext = NULL,
-              access_nonce = NULL,
-              access_key_id = NULL,
-              access_expires_at = NULL
+              access_ciphertext = EXCLUDED.access_ciphertext,
+              access_nonce = EXCLUDED.access_nonce,
+              access_key_id = EXCLUDED.access_key_id,
+              access_expires_at = EXCLUDED.access_expires_at
 RETURNING id
 """
 
 INSERT_TOKEN = """
 INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
-                        expires_at, session_state, metadata, created_at, updated_at)
-VALUES ($1, $2, $11, $3, $4, $5, $6, $7,
+                        expires_at, session_state, metadata, created_at, updated_at,
+                        access_ciphertext, access_nonce, access_key_id, access_expires_at)
+VALUES ($1, $2, $15, $3, $4, $5, $6, $7,
         COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
-        $9, $9)
+        $9, $9, $11, $12, $13, $14)
 RETURNING id
 """
 
-SELECT_BY_ID = f"SELECT {_COLUMNS} FROM auth_vault WHERE id = $1"
+SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = $1"
 SELECT_REFRESH_TOKEN = (
-    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = $1 AND token_type = 'refresh'"
+    f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = $1 AND token_type = 'refresh'"
 )
 SELECT_USER_TOKENS = (
-    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = $1 "
+    f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = $1 "
     "AND ($2::text IS NULL OR token_type = $2) ORDER BY created_at, id"
 )
 DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = $1"
@@ -92,7 +91,7 @@ CLAIM_REFRESH_LEASE = f"""
 UPDATE auth_vault SET lease_owner = $2, lease_expires_at = $4
 WHERE user_id = $1 AND token_type = 'refresh'
   AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
-RETURNING {_COLUMNS}
+RETURNING {COLUMNS}
 """
 
 # Store a refresh's outcome, count it in the metadata, release the lease: one statement.
@@ -119,11 +118,14 @@ WHERE id = $1 AND nonce = $14
 RETURNING id
 """
 
-CACHE_ACCESS_TOKEN = """
+FORGET_ACCESS_TOKEN = """
 UPDATE auth_vault
-SET access_ciphertext = $2, access_nonce = $3, access_key_id = $4, access_expires_at = $5
+SET access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
+    access_expires_at = NULL
 WHERE id = $1
 """
+
+SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
 
 RELEASE_LEASE = (
     "UPDATE auth_vault SET lease_owner = NULL, lease_expires_at = NULL "
@@ -143,7 +145,7 @@ RETURNING id
 
 # Key rotation: rows holding a ciphertext sealed with another key than the primary.
 SELECT_ON_OTHER_KEYS = f"""
-SELECT {_COLUMNS} FROM auth_vault
+SELECT {COLUMNS} FROM auth_vault
 WHERE (key_id <> $1 OR access_key_id <> $1)
   AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
 ORDER BY id
@@ -218,47 +220,32 @@ def _metadata_param(metadata_json: str | None) -> str | None:
 
 
 def _params(row: NewRow) -> tuple[Any, ...]:
-    """Parameters $1-$10 shared by the upsert and the insert (the insert adds $11)."""
+    """Parameters $1-$14 shared by the upsert and the insert (the insert adds $15)."""
+    access = row.access
     return (
         row.id,
         row.user_id,
-        row.ciphertext,
-        row.nonce,
-        row.key_id,
+        row.sealed.ciphertext,
+        row.sealed.nonce,
+        row.sealed.key_id,
         row.expires_at,
         row.session_state,
         _metadata_param(row.metadata_json),
         row.now,
         metadata_stamp(row.now),
+        access.ciphertext if access else None,
+        access.nonce if access else None,
+        access.key_id if access else None,
+        row.access_expires_at if access else None,
     )
 
 
 def _row(record: asyncpg.Record) -> StoredRow:
-    access = None
-    if record["access_ciphertext"] is not None:
-        access = SealedColumns(
-            bytes(record["access_ciphertext"]),
-            bytes(record["access_nonce"]),
-            record["access_key_id"],
-        )
-    return StoredRow(
-        id=record["id"],
-        user_id=record["user_id"],
-        token_type=record["token_type"],
-        ciphertext=bytes(record["ciphertext"]),
-        nonce=bytes(record["nonce"]),
-        key_id=record["key_id"],
-        expires_at=record["expires_at"],
-        session_state=record["session_state"],
-        metadata=json.loads(record["metadata"]) if record["metadata"] is not None else {},
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
-        access=access,
-        access_expires_at=record["access_expires_at"],
-        lease_owner=record["lease_owner"],
-        lease_expires_at=record["lease_expires_at"],
-        needs_reauth=record["needs_reauth"],
-    )
+    return stored_row(record, _same)
+
+
+def _same(moment: datetime) -> datetime:
+    return moment
 
 
 _SCHEMA_BEHIND = (
@@ -386,19 +373,8 @@ class PostgresBackend:
         )
         return written is not None
 
-    async def cache_access(
-        self, entry_id: str, access: SealedColumns, expires_at: datetime
-    ) -> None:
-        await self._run(
-            self._pool.execute(
-                CACHE_ACCESS_TOKEN,
-                entry_id,
-                access.ciphertext,
-                access.nonce,
-                access.key_id,
-                expires_at,
-            )
-        )
+    async def forget_access(self, entry_id: str) -> bool:
+        return _count(await self._run(self._pool.execute(FORGET_ACCESS_TOKEN, entry_id))) > 0
 
     async def release_lease(self, entry_id: str, owner: str) -> None:
         await self._run(self._pool.execute(RELEASE_LEASE, entry_id, owner))
@@ -428,8 +404,8 @@ class PostgresBackend:
         self,
         entry_id: str,
         expected_nonce: bytes,
-        refresh: SealedColumns,
-        access: SealedColumns | None,
+        refresh: Sealed,
+        access: Sealed | None,
         now: datetime,
     ) -> bool:
         written = await self._run(
@@ -455,6 +431,15 @@ class PostgresBackend:
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
         records = await self._run(self._pool.fetch(COUNT_ENTRIES, now))
         return [(r[0], r[1], r[2], r[3]) for r in records]
+
+    async def schema_revision(self) -> str | None:
+        try:
+            revision = await self._pool.fetchval(SCHEMA_REVISION)
+        except asyncpg.UndefinedTableError:
+            return None
+        except _DATABASE_DOWN as exc:
+            raise UnavailableError(f"database unavailable: {type(exc).__name__}") from None
+        return str(revision) if revision is not None else None
 
     async def close(self) -> None:
         await self._pool.close()

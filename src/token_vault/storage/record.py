@@ -1,12 +1,28 @@
-"""Rows as the storage layer reads and writes them: ciphertext only, never plaintext."""
+"""Rows as the storage layer reads and writes them: ciphertext only, never plaintext.
+
+A ciphertext, its nonce and its key id travel together as the keyring's
+:class:`~token_vault.crypto.keyring.Sealed`, in every row shape below.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-__all__ = ["Backend", "NewRow", "RefreshWrite", "SealedColumns", "StoredRow", "metadata_stamp"]
+from token_vault.crypto.keyring import Sealed
+from token_vault.storage.schema import column_position
+
+__all__ = [
+    "Backend",
+    "NewRow",
+    "RefreshWrite",
+    "StoredRow",
+    "metadata_stamp",
+    "stored_row",
+]
 
 
 def metadata_stamp(moment: datetime) -> str:
@@ -16,28 +32,23 @@ def metadata_stamp(moment: datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SealedColumns:
-    """A ciphertext, its nonce and its key id, as three columns."""
-
-    ciphertext: bytes = field(repr=False)
-    nonce: bytes = field(repr=False)
-    key_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class NewRow:
-    """What the vault asks the database to write."""
+    """What the vault asks the database to write (an insert, or the login upsert).
+
+    ``access`` is the access token that came with the refresh token, if any: the login
+    upsert stores both in its one statement.
+    """
 
     id: str
     user_id: str
     token_type: str
-    ciphertext: bytes = field(repr=False)
-    nonce: bytes = field(repr=False)
-    key_id: str
+    sealed: Sealed
     expires_at: datetime
     session_state: str | None
     metadata_json: str | None  # a JSON object, already validated
     now: datetime
+    access: Sealed | None = None
+    access_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +63,10 @@ class RefreshWrite:
     entry_id: str
     owner: str
     expected_nonce: bytes = field(repr=False)
-    refresh: SealedColumns | None
+    refresh: Sealed | None
     refresh_expires_at: datetime | None
     session_state: str | None
-    access: SealedColumns
+    access: Sealed
     access_expires_at: datetime
     now: datetime
 
@@ -67,19 +78,54 @@ class StoredRow:
     id: str
     user_id: str
     token_type: str
-    ciphertext: bytes = field(repr=False)
-    nonce: bytes = field(repr=False)
-    key_id: str
+    sealed: Sealed
     expires_at: datetime
     session_state: str | None
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
-    access: SealedColumns | None = None
+    access: Sealed | None = None
     access_expires_at: datetime | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     needs_reauth: bool = False
+
+
+def stored_row(record: Sequence[Any], parse_time: Callable[[Any], datetime]) -> StoredRow:
+    """A fetched record of :data:`~token_vault.storage.schema.COLUMNS` as a row.
+
+    ``parse_time`` turns the driver's time value into an aware ``datetime``.
+    """
+
+    def at(name: str) -> Any:
+        return record[column_position(name)]
+
+    def time_or_none(name: str) -> datetime | None:
+        value = at(name)
+        return parse_time(value) if value is not None else None
+
+    access = None
+    if at("access_ciphertext") is not None:
+        access = Sealed(
+            bytes(at("access_ciphertext")), bytes(at("access_nonce")), at("access_key_id")
+        )
+    stored_metadata = at("metadata")
+    return StoredRow(
+        id=at("id"),
+        user_id=at("user_id"),
+        token_type=at("token_type"),
+        sealed=Sealed(bytes(at("ciphertext")), bytes(at("nonce")), at("key_id")),
+        expires_at=parse_time(at("expires_at")),
+        session_state=at("session_state"),
+        metadata=json.loads(stored_metadata) if stored_metadata is not None else {},
+        created_at=parse_time(at("created_at")),
+        updated_at=parse_time(at("updated_at")),
+        access=access,
+        access_expires_at=time_or_none("access_expires_at"),
+        lease_owner=at("lease_owner"),
+        lease_expires_at=time_or_none("lease_expires_at"),
+        needs_reauth=bool(at("needs_reauth")),
+    )
 
 
 class Backend(Protocol):
@@ -111,9 +157,7 @@ class Backend(Protocol):
 
     async def record_refresh(self, write: RefreshWrite) -> bool: ...
 
-    async def cache_access(
-        self, entry_id: str, access: SealedColumns, expires_at: datetime
-    ) -> None: ...
+    async def forget_access(self, entry_id: str) -> bool: ...
 
     async def release_lease(self, entry_id: str, owner: str) -> None: ...
 
@@ -133,13 +177,15 @@ class Backend(Protocol):
         self,
         entry_id: str,
         expected_nonce: bytes,
-        refresh: SealedColumns,
-        access: SealedColumns | None,
+        refresh: Sealed,
+        access: Sealed | None,
         now: datetime,
     ) -> bool: ...
 
     async def count_by_key(self) -> dict[str, int]: ...
 
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]: ...
+
+    async def schema_revision(self) -> str | None: ...
 
     async def close(self) -> None: ...

@@ -18,30 +18,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.record import (
     NewRow,
     RefreshWrite,
-    SealedColumns,
     StoredRow,
     metadata_stamp,
+    stored_row,
 )
+from token_vault.storage.schema import COLUMNS
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "SQLiteBackend", "connect_sqlite"]
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "id, user_id, token_type, ciphertext, nonce, key_id, expires_at, session_state, "
-    "metadata, created_at, updated_at, access_ciphertext, access_nonce, access_key_id, "
-    "access_expires_at, lease_owner, lease_expires_at, needs_reauth"
-)
-
 UPSERT_REFRESH_TOKEN = """
 INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
-                             expires_at, session_state, metadata, created_at, updated_at)
-VALUES (?1, ?2, 'refresh', ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9)
+                             expires_at, session_state, metadata, created_at, updated_at,
+                             access_ciphertext, access_nonce, access_key_id, access_expires_at)
+VALUES (?1, ?2, 'refresh', ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9,
+        ?11, ?12, ?13, ?14)
 ON CONFLICT (user_id, token_type) WHERE token_type = 'refresh'
 DO UPDATE SET ciphertext = excluded.ciphertext,
               nonce = excluded.nonce,
@@ -51,26 +49,28 @@ DO UPDATE SET ciphertext = excluded.ciphertext,
               metadata = vault_merge_metadata(v.metadata, ?8, ?10),
               updated_at = excluded.updated_at,
               needs_reauth = 0,
-              access_ciphertext = NULL,
-              access_nonce = NULL,
-              access_key_id = NULL,
-              access_expires_at = NULL
+              access_ciphertext = excluded.access_ciphertext,
+              access_nonce = excluded.access_nonce,
+              access_key_id = excluded.access_key_id,
+              access_expires_at = excluded.access_expires_at
 RETURNING id
 """
 
 INSERT_TOKEN = """
 INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
-                        expires_at, session_state, metadata, created_at, updated_at)
-VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9)
+                        expires_at, session_state, metadata, created_at, updated_at,
+                        access_ciphertext, access_nonce, access_key_id, access_expires_at)
+VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9,
+        ?11, ?12, ?13, ?14)
 RETURNING id
 """
 
-SELECT_BY_ID = f"SELECT {_COLUMNS} FROM auth_vault WHERE id = ?1"
+SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = ?1"
 SELECT_REFRESH_TOKEN = (
-    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = ?1 AND token_type = 'refresh'"
+    f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = ?1 AND token_type = 'refresh'"
 )
 SELECT_USER_TOKENS = (
-    f"SELECT {_COLUMNS} FROM auth_vault WHERE user_id = ?1 "
+    f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = ?1 "
     "AND (?2 IS NULL OR token_type = ?2) ORDER BY created_at, id"
 )
 DELETE_BY_ID = "DELETE FROM auth_vault WHERE id = ?1"
@@ -84,7 +84,7 @@ CLAIM_REFRESH_LEASE = f"""
 UPDATE auth_vault SET lease_owner = ?2, lease_expires_at = ?4
 WHERE user_id = ?1 AND token_type = 'refresh'
   AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
-RETURNING {_COLUMNS}
+RETURNING {COLUMNS}
 """
 
 RECORD_REFRESH = """
@@ -104,11 +104,14 @@ WHERE id = ?1 AND nonce = ?14
 RETURNING id
 """
 
-CACHE_ACCESS_TOKEN = """
+FORGET_ACCESS_TOKEN = """
 UPDATE auth_vault
-SET access_ciphertext = ?2, access_nonce = ?3, access_key_id = ?4, access_expires_at = ?5
+SET access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
+    access_expires_at = NULL
 WHERE id = ?1
 """
+
+SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
 
 RELEASE_LEASE = (
     "UPDATE auth_vault SET lease_owner = NULL, lease_expires_at = NULL "
@@ -127,7 +130,7 @@ RETURNING id
 """
 
 SELECT_ON_OTHER_KEYS = f"""
-SELECT {_COLUMNS} FROM auth_vault
+SELECT {COLUMNS} FROM auth_vault
 WHERE (key_id <> ?1 OR access_key_id <> ?1)
   AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
 ORDER BY id
@@ -215,46 +218,29 @@ def connect_sqlite(path: str, *, check_same_thread: bool = True) -> sqlite3.Conn
 
 
 def _params(row: NewRow) -> tuple[Any, ...]:
+    """Parameters ?1-?14 shared by the upsert and the insert (the insert adds ?15)."""
+    access = row.access
+    access_expires_at = row.access_expires_at
     return (
         row.id,
         row.user_id,
-        row.ciphertext,
-        row.nonce,
-        row.key_id,
+        row.sealed.ciphertext,
+        row.sealed.nonce,
+        row.sealed.key_id,
         to_text(row.expires_at),
         row.session_state,
         row.metadata_json,
         to_text(row.now),
         metadata_stamp(row.now),
+        access.ciphertext if access else None,
+        access.nonce if access else None,
+        access.key_id if access else None,
+        to_text(access_expires_at) if access and access_expires_at else None,
     )
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text is not None else None
 
 
 def _row(record: tuple[Any, ...]) -> StoredRow:
-    access = None
-    if record[11] is not None:
-        access = SealedColumns(bytes(record[11]), bytes(record[12]), record[13])
-    return StoredRow(
-        id=record[0],
-        user_id=record[1],
-        token_type=record[2],
-        ciphertext=bytes(record[3]),
-        nonce=bytes(record[4]),
-        key_id=record[5],
-        expires_at=datetime.fromisoformat(record[6]),
-        session_state=record[7],
-        metadata=json.loads(record[8]) if record[8] is not None else {},
-        created_at=datetime.fromisoformat(record[9]),
-        updated_at=datetime.fromisoformat(record[10]),
-        access=access,
-        access_expires_at=_time(record[14]),
-        lease_owner=record[15],
-        lease_expires_at=_time(record[16]),
-        needs_reauth=bool(record[17]),
-    )
+    return stored_row(record, datetime.fromisoformat)
 
 
 class SQLiteBackend:
@@ -360,11 +346,8 @@ class SQLiteBackend:
         )
         return bool(await self._run(lambda c: c.execute(RECORD_REFRESH, params).fetchall()))
 
-    async def cache_access(
-        self, entry_id: str, access: SealedColumns, expires_at: datetime
-    ) -> None:
-        params = (entry_id, access.ciphertext, access.nonce, access.key_id, to_text(expires_at))
-        await self._run(lambda c: c.execute(CACHE_ACCESS_TOKEN, params))
+    async def forget_access(self, entry_id: str) -> bool:
+        return await self._run(lambda c: c.execute(FORGET_ACCESS_TOKEN, (entry_id,)).rowcount) > 0
 
     async def release_lease(self, entry_id: str, owner: str) -> None:
         await self._run(lambda c: c.execute(RELEASE_LEASE, (entry_id, owner)))
@@ -392,8 +375,8 @@ class SQLiteBackend:
         self,
         entry_id: str,
         expected_nonce: bytes,
-        refresh: SealedColumns,
-        access: SealedColumns | None,
+        refresh: Sealed,
+        access: Sealed | None,
         now: datetime,
     ) -> bool:
         params = (
@@ -416,6 +399,16 @@ class SQLiteBackend:
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
         rows = await self._run(lambda c: c.execute(COUNT_ENTRIES, (to_text(now),)).fetchall())
         return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    async def schema_revision(self) -> str | None:
+        def read(c: sqlite3.Connection) -> str | None:
+            try:
+                found = c.execute(SCHEMA_REVISION).fetchone()
+            except sqlite3.OperationalError:  # no such table: never migrated
+                return None
+            return str(found[0]) if found else None
+
+        return await self._run(read)
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())

@@ -1,17 +1,30 @@
-"""The vault: validate, seal, and run one statement per call."""
+"""The vault: validate, seal, and run one statement per call.
+
+:class:`TokenVault` is the only door to storage. The OpenID layer, the service and the
+CLI read and change stored state through its methods, including the refresh flow's
+(cached access token, lease, outcome, re-login flag) and key rotation; they never see a
+storage row, a backend or a ciphertext.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from token_vault.crypto.keyring import Keyring, Sealed
-from token_vault.storage.record import Backend, NewRow, SealedColumns, StoredRow
+from token_vault.crypto.keyring import Keyring
+from token_vault.errors import ValidationError
+from token_vault.storage import open_backend
+from token_vault.storage.migrate import head_revision
+from token_vault.storage.record import Backend, NewRow, RefreshWrite
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
+from token_vault.vault import rotation
 from token_vault.vault.entry import TokenType, VaultEntry
+from token_vault.vault.refresh import RefreshLease, RefreshOutcome, RefreshState
+from token_vault.vault.sealer import RowSealer
 from token_vault.vault.validation import (
     check_expires_at,
     check_identifier,
@@ -20,10 +33,7 @@ from token_vault.vault.validation import (
     check_token_type,
 )
 
-__all__ = ["ACCESS_TOKEN_TYPE", "Clock", "TokenVault", "connect_backend", "utc_now"]
-
-# Associated-data label of cached access tokens: not a row type, only a binding.
-ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a label, not a secret
+__all__ = ["Clock", "SchemaStatus", "TokenVault", "utc_now"]
 
 Clock = Callable[[], datetime]
 
@@ -32,31 +42,33 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def connect_backend(url: DatabaseURL, *, pool_size: int = 10) -> Backend:
-    """Open the storage backend for ``url``."""
-    if url.is_sqlite:
-        from token_vault.storage.sqlite import SQLiteBackend
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """The database's schema revision and the newest one this version knows."""
 
-        return await SQLiteBackend.connect(url)
-    from token_vault.storage.postgres import PostgresBackend
+    current: str | None
+    head: str
 
-    return await PostgresBackend.connect(url, max_size=pool_size)
+    @property
+    def is_current(self) -> bool:
+        return self.current == self.head
 
 
 class TokenVault:
     """Encrypted refresh and offline tokens, one row each, on PostgreSQL or SQLite.
 
-    Open with :meth:`open` (a URL and a keyring) or :meth:`from_env`, and close with
-    :meth:`close` or ``async with``.
+    Open with :meth:`open` (a URL and a keyring) and close with :meth:`close` or
+    ``async with``. :meth:`token_vault.VaultSettings.open_vault` opens one from the
+    environment.
     """
 
     def __init__(self, backend: Backend, keyring: Keyring, *, clock: Clock = utc_now) -> None:
         self._backend = backend
-        self._keyring = keyring
+        self._sealer = RowSealer(keyring)
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"TokenVault(dialect={self._backend.dialect!r}, keyring={self._keyring!r})"
+        return f"TokenVault(dialect={self.dialect!r}, keyring={self.keyring!r})"
 
     @classmethod
     async def open(
@@ -72,18 +84,8 @@ class TokenVault:
             raise TypeError("keyring must be a token_vault.Keyring")
         if not isinstance(database_url, DatabaseURL):
             database_url = DatabaseURL.parse(database_url or DEFAULT_DATABASE_URL)
-        backend = await connect_backend(database_url, pool_size=pool_size)
+        backend = await open_backend(database_url, pool_size=pool_size)
         return cls(backend, keyring, clock=clock)
-
-    @classmethod
-    async def from_env(cls, *, clock: Clock = utc_now) -> TokenVault:
-        """Open from ``TOKEN_VAULT_DATABASE_URL`` and ``TOKEN_VAULT_KEYS`` (or ``_KEYS_FILE``)."""
-        from token_vault.config import VaultSettings
-
-        settings = VaultSettings()
-        return await cls.open(
-            settings.database(), settings.keyring(), clock=clock, pool_size=settings.pool_size
-        )
 
     async def __aenter__(self) -> TokenVault:
         return self
@@ -100,12 +102,13 @@ class TokenVault:
         await self._backend.close()
 
     @property
-    def backend(self) -> Backend:
-        return self._backend
+    def dialect(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return self._backend.dialect
 
     @property
     def keyring(self) -> Keyring:
-        return self._keyring
+        return self._sealer.keyring
 
     def now(self) -> datetime:
         """The vault's clock (UTC)."""
@@ -120,14 +123,28 @@ class TokenVault:
         expires_at: datetime,
         session_state: str | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        access_token: str | None = None,
+        access_expires_at: datetime | None = None,
     ) -> str:
         """Store the user's one refresh token, in one statement; return the entry id.
 
         The first call inserts a row. Later calls keep its id, replace the ciphertext,
         expiry and session id, and merge ``metadata`` into the stored metadata in the
-        database (shallow, new keys win) with ``updatedAt`` stamped.
+        database (shallow, new keys win) with ``updatedAt`` stamped. An access token that
+        came with the refresh token (a login) is cached in the same statement; without
+        one, the cached access token of the old refresh token is dropped.
         """
-        row = self._new_row(user_id, token, TokenType.REFRESH, expires_at, session_state, metadata)
+        row = self._new_row(
+            user_id,
+            token,
+            TokenType.REFRESH,
+            expires_at,
+            session_state,
+            metadata,
+            access_token=access_token,
+            access_expires_at=access_expires_at,
+        )
         return await self._backend.upsert_refresh(row)
 
     async def store(
@@ -157,6 +174,9 @@ class TokenVault:
         expires_at: datetime,
         session_state: str | None,
         metadata: dict[str, Any] | None,
+        *,
+        access_token: str | None = None,
+        access_expires_at: datetime | None = None,
     ) -> NewRow:
         user_id = check_identifier("user_id", user_id)
         token = check_token(token)
@@ -164,18 +184,24 @@ class TokenVault:
         if session_state is not None:
             session_state = check_identifier("session_state", session_state)
         metadata_json = check_metadata(metadata)
-        sealed = self._keyring.seal(token, user_id=user_id, token_type=token_type.value)
+        access = access_expires = None
+        if access_token is not None:
+            access_token = check_token(access_token, field="access_token")
+            if access_expires_at is None:
+                raise ValidationError("access_expires_at", "is required with access_token")
+            access_expires = check_expires_at(access_expires_at, field="access_expires_at")
+            access = self._sealer.seal_access(access_token, user_id=user_id)
         return NewRow(
             id=str(uuid.uuid4()),
             user_id=user_id,
             token_type=token_type.value,
-            ciphertext=sealed.ciphertext,
-            nonce=sealed.nonce,
-            key_id=sealed.key_id,
+            sealed=self._sealer.seal(token, user_id=user_id, token_type=token_type.value),
             expires_at=expires,
             session_state=session_state,
             metadata_json=metadata_json,
             now=self._clock(),
+            access=access,
+            access_expires_at=access_expires,
         )
 
     # -- reads -----------------------------------------------------------------------
@@ -183,12 +209,12 @@ class TokenVault:
     async def retrieve(self, entry_id: str) -> VaultEntry | None:
         """The entry with this id, decrypted, or ``None``."""
         row = await self._backend.fetch(check_identifier("entry_id", entry_id))
-        return self.entry_from_row(row) if row is not None else None
+        return self._sealer.entry(row) if row is not None else None
 
     async def get_refresh_token(self, user_id: str) -> VaultEntry | None:
         """The user's refresh-token entry, decrypted, or ``None``."""
         row = await self._backend.fetch_refresh(check_identifier("user_id", user_id))
-        return self.entry_from_row(row) if row is not None else None
+        return self._sealer.entry(row) if row is not None else None
 
     async def list_tokens(
         self, user_id: str, token_type: TokenType | str | None = None
@@ -196,56 +222,93 @@ class TokenVault:
         """The user's entries, oldest first, optionally of one type."""
         kind = check_token_type(token_type).value if token_type is not None else None
         rows = await self._backend.fetch_user(check_identifier("user_id", user_id), kind)
-        return [self.entry_from_row(row) for row in rows]
+        return [self._sealer.entry(row) for row in rows]
 
-    def entry_from_row(self, row: StoredRow) -> VaultEntry:
-        """Decrypt a stored row into an entry (raises :class:`DecryptionError`)."""
-        token = self._keyring.open(
-            Sealed(row.ciphertext, row.nonce, row.key_id),
-            user_id=row.user_id,
-            token_type=row.token_type,
-            entry_id=row.id,
-        )
-        return VaultEntry(
-            id=row.id,
-            user_id=row.user_id,
-            token_type=TokenType(row.token_type),
-            token=token,
-            key_id=row.key_id,
-            expires_at=row.expires_at.astimezone(UTC),
-            session_state=row.session_state,
-            metadata=row.metadata,
-            created_at=row.created_at.astimezone(UTC),
-            updated_at=row.updated_at.astimezone(UTC),
-            needs_reauth=row.needs_reauth,
-            access_expires_at=(
-                row.access_expires_at.astimezone(UTC) if row.access_expires_at else None
-            ),
-        )
+    # -- the refresh flow (driven by token_vault.oidc) ----------------------------------
 
-    # -- the access-token cache (used by token_vault.oidc) --------------------------------
+    async def refresh_state(self, user_id: str) -> RefreshState | None:
+        """The user's refresh entry's cached access token and re-login flag, or ``None``
+        when the user has no refresh entry. The refresh token itself is not decrypted."""
+        row = await self._backend.fetch_refresh(check_identifier("user_id", user_id))
+        return self._sealer.state(row) if row is not None else None
 
-    def seal(self, token: str, *, user_id: str, token_type: str) -> SealedColumns:
-        sealed = self._keyring.seal(token, user_id=user_id, token_type=token_type)
-        return SealedColumns(sealed.ciphertext, sealed.nonce, sealed.key_id)
+    async def claim_refresh(
+        self, user_id: str, owner: str, *, lease: timedelta
+    ) -> RefreshLease | None:
+        """Take the refresh lease of the user's refresh entry for ``lease``.
 
-    def open_access_token(self, row: StoredRow) -> str | None:
-        """The cached access token of a refresh row, decrypted, or ``None``."""
-        if row.access is None:
+        ``None`` when another owner holds a live lease, or when there is no entry. The
+        lease comes with the entry as it is once taken, so a refresh another process
+        just finished is seen.
+        """
+        user_id = check_identifier("user_id", user_id)
+        owner = check_identifier("owner", owner)
+        now = self._clock()
+        until = now + lease
+        row = await self._backend.claim_refresh(user_id, owner, now, until)
+        if row is None:
             return None
-        return self._keyring.open(
-            Sealed(row.access.ciphertext, row.access.nonce, row.access.key_id),
-            user_id=row.user_id,
-            token_type=ACCESS_TOKEN_TYPE,
-            entry_id=row.id,
+        return RefreshLease(
+            owner=owner,
+            expires_at=until,
+            entry=self._sealer.entry(row),
+            state=self._sealer.state(row),
+            nonce=row.sealed.nonce,
         )
 
-    async def cache_access_token(
-        self, entry_id: str, user_id: str, token: str, expires_at: datetime
-    ) -> None:
-        """Keep an access token, sealed, beside the user's refresh token."""
-        sealed = self.seal(check_token(token), user_id=user_id, token_type=ACCESS_TOKEN_TYPE)
-        await self._backend.cache_access(entry_id, sealed, check_expires_at(expires_at))
+    async def record_refresh(self, lease: RefreshLease, outcome: RefreshOutcome) -> bool:
+        """Store a refresh's outcome and release the lease, in one statement.
+
+        Counts the refresh in the metadata (``refreshCount``, ``lastRefresh``). Returns
+        ``False`` when the entry changed since the lease was taken (a login stored a newer
+        token; it wins) or is gone. Raises :class:`ValidationError` for tokens that cannot
+        be stored, before anything is written.
+        """
+        entry = lease.entry
+        access = self._sealer.seal_access(
+            check_token(outcome.access_token, field="access_token"), user_id=entry.user_id
+        )
+        rotated = outcome.refresh_token
+        refresh = None
+        if rotated is not None and rotated != entry.token:
+            refresh = self._sealer.seal(
+                check_token(rotated), user_id=entry.user_id, token_type=entry.token_type.value
+            )
+        session_state = outcome.session_state
+        if session_state is not None:
+            session_state = check_identifier("session_state", session_state)
+        write = RefreshWrite(
+            entry_id=entry.id,
+            owner=lease.owner,
+            expected_nonce=lease.nonce,
+            refresh=refresh,
+            refresh_expires_at=(
+                check_expires_at(outcome.refresh_expires_at)
+                if outcome.refresh_expires_at is not None
+                else None
+            ),
+            session_state=session_state,
+            access=access,
+            access_expires_at=check_expires_at(outcome.access_expires_at),
+            now=self._clock(),
+        )
+        return await self._backend.record_refresh(write)
+
+    async def mark_needs_reauth(self, lease: RefreshLease) -> bool:
+        """The provider killed the grant: flag the entry for a new login, drop its cached
+        access token and release the lease. ``False`` when the entry changed meanwhile
+        (a new login already replaced the dead token)."""
+        return await self._backend.mark_needs_reauth(
+            lease.entry.id, lease.owner, lease.nonce, self._clock()
+        )
+
+    async def release_refresh(self, lease: RefreshLease) -> None:
+        """Give the lease back without writing (a no-op once the outcome was recorded)."""
+        await self._backend.release_lease(lease.entry.id, lease.owner)
+
+    async def forget_access_token(self, entry_id: str) -> bool:
+        """Drop an entry's cached access token, so the next caller refreshes."""
+        return await self._backend.forget_access(check_identifier("entry_id", entry_id))
 
     # -- deletes ---------------------------------------------------------------------
 
@@ -273,13 +336,40 @@ class TokenVault:
             check_identifier("jti", jti), check_expires_at(expires_at), self._clock()
         )
 
-    async def stats(self) -> list[tuple[str, int, int, int]]:
-        """Per token type: entries, expired entries, entries needing a new login."""
-        return await self._backend.count_entries(self._clock())
-
     async def purge_expired(self) -> int:
         """Delete every entry whose ``expires_at`` has passed."""
         return await self.purge_expired_at(self._clock())
 
     async def purge_expired_at(self, now: datetime) -> int:
         return await self._backend.purge_expired(check_expires_at(now))
+
+    # -- operations ------------------------------------------------------------------
+
+    async def stats(self) -> list[tuple[str, int, int, int]]:
+        """Per token type: entries, expired entries, entries needing a new login."""
+        return await self._backend.count_entries(self._clock())
+
+    async def schema_status(self) -> SchemaStatus:
+        """The schema revision, read through the vault's own connections."""
+        return SchemaStatus(await self._backend.schema_revision(), head_revision())
+
+    async def keys_in_use(self) -> dict[str, int]:
+        """How many ciphertexts (tokens and cached access tokens) each key id seals."""
+        return await self._backend.count_by_key()
+
+    async def rotate_keys(
+        self,
+        *,
+        batch_size: int = 500,
+        progress: rotation.Progress | None = None,
+        max_batches: int | None = None,
+    ) -> rotation.RotationReport:
+        """Re-seal every row not on the primary key, in batches; resumable."""
+        return await rotation.rotate(
+            self._backend,
+            self._sealer,
+            self._clock,
+            batch_size=batch_size,
+            progress=progress,
+            max_batches=max_batches,
+        )

@@ -7,7 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["TokenType", "VaultEntry", "mask"]
+from token_vault.storage.record import metadata_stamp
+
+__all__ = ["TokenType", "VaultEntry", "mask", "metadata_stamp"]
 
 
 class TokenType(StrEnum):

@@ -52,8 +52,8 @@ def check_identifier(field: str, value: object) -> str:
     return text
 
 
-def check_token(value: object) -> str:
-    return _check_text("token", value, max_bytes=MAX_TOKEN_BYTES)
+def check_token(value: object, *, field: str = "token") -> str:
+    return _check_text(field, value, max_bytes=MAX_TOKEN_BYTES)
 
 
 def check_token_type(value: object) -> TokenType:
@@ -66,11 +66,11 @@ def check_token_type(value: object) -> TokenType:
         raise ValidationError("token_type", f"must be one of: {allowed}") from None
 
 
-def check_expires_at(value: object) -> datetime:
+def check_expires_at(value: object, *, field: str = "expires_at") -> datetime:
     if not isinstance(value, datetime):
-        raise ValidationError("expires_at", "must be a datetime")
+        raise ValidationError(field, "must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError("expires_at", "must be timezone-aware (e.g. UTC)")
+        raise ValidationError(field, "must be timezone-aware (e.g. UTC)")
     return value.astimezone(UTC)
 
 

@@ -1,4 +1,4 @@
-"""A short, real walk-through of the vault, run by ``token-vault demo``."""
+"""``token-vault demo``: a short, real walk-through of the library."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 
-from token_vault.vault.core import TokenVault, utc_now
+from token_vault.config import VaultSettings
+from token_vault.vault.core import utc_now
 from token_vault.vault.entry import TokenType
 
 __all__ = ["walkthrough"]
@@ -16,7 +17,7 @@ async def walkthrough(say: Callable[[str], None]) -> None:
     """Upsert twice, store offline tokens, read back, clean up; print what happens."""
     user = f"demo-{secrets.token_hex(3)}"
     expires = utc_now() + timedelta(days=30)
-    async with await TokenVault.from_env() as vault:
+    async with await VaultSettings().open_vault() as vault:
         say(f"opened {vault!r}")
         first = await vault.upsert_refresh_token(
             user,

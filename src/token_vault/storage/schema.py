@@ -1,0 +1,95 @@
+"""The vault's tables as one SQLAlchemy model: the single list of columns.
+
+Both backends read their column list from here, and a test compares this model with
+the schema the migrations build (Alembic's autogenerate comparison) on PostgreSQL and
+SQLite, so the model, the migrations and the statements cannot drift apart. Adding a
+column means: this model, a migration, and the statements that use it.
+
+Types: ``jsonb`` and ``timestamptz`` on PostgreSQL; JSON text and fixed-width ISO 8601
+UTC text (which sorts as time does) on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = [
+    "COLUMNS",
+    "REFRESH_INDEX",
+    "auth_vault",
+    "column_position",
+    "metadata",
+    "seen_logout_token",
+]
+
+NAMING_CONVENTION = {
+    "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
+JSON = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
+TIME = sa.Text().with_variant(sa.DateTime(timezone=True), "postgresql")
+
+REFRESH_INDEX = "auth_vault_user_id_token_type_unique_idx"
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+auth_vault = sa.Table(
+    "auth_vault",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("user_id", sa.Text(), nullable=False),
+    sa.Column("token_type", sa.Text(), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+    sa.Column("nonce", sa.LargeBinary(), nullable=False),
+    sa.Column("key_id", sa.Text(), nullable=False),
+    sa.Column("expires_at", TIME, nullable=False),
+    sa.Column("session_state", sa.Text(), nullable=True),
+    sa.Column("metadata", JSON, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    # The cached access token, sealed like the refresh token (revision 0003).
+    sa.Column("access_ciphertext", sa.LargeBinary(), nullable=True),
+    sa.Column("access_nonce", sa.LargeBinary(), nullable=True),
+    sa.Column("access_key_id", sa.Text(), nullable=True),
+    sa.Column("access_expires_at", TIME, nullable=True),
+    # The refresh lease: who refreshes this entry at the provider right now, until when.
+    sa.Column("lease_owner", sa.Text(), nullable=True),
+    sa.Column("lease_expires_at", TIME, nullable=True),
+    sa.Column("needs_reauth", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.CheckConstraint("token_type IN ('refresh', 'offline')", name="token_type"),
+    sa.Index("auth_vault_user_id_idx", "user_id", "token_type"),
+    sa.Index("auth_vault_session_state_idx", "session_state"),
+    # Exactly one refresh token per user; the upsert's conflict target restates the
+    # predicate as a literal, which is how PostgreSQL finds this index.
+    sa.Index(
+        REFRESH_INDEX,
+        "user_id",
+        "token_type",
+        unique=True,
+        postgresql_where=sa.text("token_type = 'refresh'"),
+        sqlite_where=sa.text("token_type = 'refresh'"),
+    ),
+)
+
+# Back-channel logout tokens already seen (replay protection), kept until they expire.
+seen_logout_token = sa.Table(
+    "auth_vault_seen_logout_token",
+    metadata,
+    sa.Column("jti", sa.Text(), primary_key=True),
+    sa.Column("expires_at", TIME, nullable=False),
+)
+
+# The column list every ``SELECT`` of an entry reads, in the model's order.
+COLUMNS = ", ".join(column.name for column in auth_vault.columns)
+
+_POSITIONS = {column.name: position for position, column in enumerate(auth_vault.columns)}
+
+
+def column_position(name: str) -> int:
+    """Where column ``name`` stands in :data:`COLUMNS` (and so in a fetched record)."""
+    return _POSITIONS[name]
