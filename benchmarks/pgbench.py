@@ -34,6 +34,11 @@ UPSERT_VARIABLES = {
     8: "metadata",
     9: "now",
     10: "stamp",
+    # No access token comes with the refresh token here ($11-$14), as the vault sends.
+    11: "NULL",
+    12: "NULL",
+    13: "NULL",
+    14: "NULL",
 }
 SELECT_VARIABLES = {1: "uid"}
 
@@ -51,8 +56,14 @@ class PgbenchTarget:
 
 
 def pgbench_script(sql: str, variables: dict[int, str], users: int) -> str:
-    """A pgbench script: pick a random user, then run ``sql`` with ``:name`` parameters."""
-    text = re.sub(r"\$(\d+)", lambda m: ":" + variables[int(m.group(1))], sql.strip())
+    """A pgbench script: pick a random user, then run ``sql`` with ``:name`` parameters
+    (a parameter named ``NULL`` is written as the literal)."""
+
+    def parameter(match: re.Match[str]) -> str:
+        name = variables[int(match.group(1))]
+        return name if name == "NULL" else f":{name}"
+
+    text = re.sub(r"\$(\d+)", parameter, sql.strip())
     return f"\\set uid random(1, {users})\n{text};\n"
 
 

@@ -83,7 +83,8 @@ class Payload:
         return sealed.ciphertext, sealed.nonce, sealed.key_id
 
     def upsert_params(self, user_id: str, now: datetime) -> tuple[Any, ...]:
-        """Parameters $1-$10 of the vault's PostgreSQL upsert, as the vault builds them."""
+        """Parameters $1-$14 of the vault's PostgreSQL upsert, as the vault builds them
+        (no access token comes with the refresh token: $11-$14 are NULL)."""
         ciphertext, nonce, key_id = self.sealed_row(user_id)
         return (
             str(uuid.uuid4()),
@@ -96,6 +97,10 @@ class Payload:
             self.metadata_json,
             now,
             stamp(now),
+            None,
+            None,
+            None,
+            None,
         )
 
 
@@ -166,9 +171,9 @@ def seed_sqlite(path: str, payload: Payload, users: int) -> None:
 
 def sqlite_params(params: tuple[Any, ...]) -> tuple[Any, ...]:
     """The PostgreSQL parameters converted the way the vault's SQLite backend does."""
-    row_id, user_id, ciphertext, nonce, key_id, expires_at, session, meta, now, at = params
+    row_id, user_id, ciphertext, nonce, key_id, expires_at, session, meta, now, at = params[:10]
     return (row_id, user_id, ciphertext, nonce, key_id, to_text(expires_at), session, meta,
-            to_text(now), at)  # fmt: skip
+            to_text(now), at, *params[10:])  # fmt: skip
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:

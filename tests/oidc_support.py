@@ -29,6 +29,9 @@ from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
 from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
 from token_vault.service.devprovider import DevProvider, free_port, login
+from token_vault.storage import open_backend
+from token_vault.storage.record import StoredRow
+from token_vault.storage.url import DatabaseURL
 
 CLIENT_ID = "token-vault"
 CLIENT_SECRET = "dev-secret"
@@ -180,8 +183,17 @@ def _spec() -> str:
 
 
 async def expire_cached_access_token(vault: TokenVault, user_id: str) -> None:
-    """Make the cached access token look stale, so the next call refreshes."""
-    row = await vault.backend.fetch_refresh(user_id)
-    assert row is not None
-    assert row.access is not None
-    await vault.backend.cache_access(row.id, row.access, row.created_at)
+    """Drop the cached access token (a login cached one), so the next call refreshes."""
+    entry = await vault.get_refresh_token(user_id)
+    assert entry is not None
+    assert entry.access_expires_at is not None
+    assert await vault.forget_access_token(entry.id)
+
+
+async def stored_row(database_url: str, user_id: str) -> StoredRow | None:
+    """The user's refresh row as storage holds it (lease columns included)."""
+    backend = await open_backend(DatabaseURL.parse(database_url))
+    try:
+        return await backend.fetch_refresh(user_id)
+    finally:
+        await backend.close()

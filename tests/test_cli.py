@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Databases
 from tests.test_migrations import write_raw
-from token_vault import Keyring, TokenVault
+from token_vault import Keyring
 from token_vault.storage import migrate
 from token_vault.storage.url import DatabaseURL
 
@@ -71,10 +71,9 @@ def test_db_check_and_dedupe(empty_url: str, keyring: Keyring) -> None:
     asyncio.run(migrate.upgrade(url, "0001"))
 
     async def seed() -> None:
-        async with await TokenVault.open(url, keyring) as vault:
-            for n in range(2):
-                await write_raw(vault, keyring, "alice", "refresh", f"t{n}", T0)
-            await write_raw(vault, keyring, "alice", "offline", "o", T0)
+        for n in range(2):
+            await write_raw(url, keyring, "alice", "refresh", f"t{n}", T0)
+        await write_raw(url, keyring, "alice", "offline", "o", T0)
 
     asyncio.run(seed())
     env = {"TOKEN_VAULT_DATABASE_URL": empty_url}

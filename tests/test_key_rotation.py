@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import BACKENDS, Databases
 from tests.test_cli import cli
 from token_vault import Key, Keyring, KeyringError, TokenVault
-from token_vault.vault.rotation import keys_in_use, rotate_keys
 
 EXPIRES = datetime(2031, 1, 1, tzinfo=UTC)
 SIZES = {"postgresql": 10_000, "sqlite": 2_000}
@@ -76,14 +75,14 @@ async def test_rotation_under_traffic_loses_nothing(databases: Databases, dialec
         traffic = [asyncio.create_task(writer(u)) for u in traffic_users]
         traffic += [asyncio.create_task(reader()) for _ in range(4)]
         progress: list[int] = []
-        report = await rotate_keys(vault, batch_size=250, progress=progress.append)
+        report = await vault.rotate_keys(batch_size=250, progress=progress.append)
         done.set()
         await asyncio.gather(*traffic)
 
         assert failures == []
         assert report.batches >= count // 250
         assert sum(progress) == report.resealed + report.skipped_concurrent
-        assert await keys_in_use(vault) == {"new": count + 1}
+        assert await vault.keys_in_use() == {"new": count + 1}
         for user, original in tokens.items():
             entry = await vault.get_refresh_token(user)
             assert entry is not None
@@ -103,12 +102,12 @@ async def test_rotation_resumes_after_an_interruption(databases: Databases) -> N
         tokens = await fill(vault, 300)
     new = old.with_primary(Key.generate("new"))
     async with await TokenVault.open(url, new) as vault:
-        first = await rotate_keys(vault, batch_size=100, max_batches=1)
+        first = await vault.rotate_keys(batch_size=100, max_batches=1)
         assert first.resealed == 100
-        assert await keys_in_use(vault) == {"old": 200, "new": 100}
-        second = await rotate_keys(vault, batch_size=100)
+        assert await vault.keys_in_use() == {"old": 200, "new": 100}
+        second = await vault.rotate_keys(batch_size=100)
         assert second.resealed == 200
-        assert await keys_in_use(vault) == {"new": 300}
+        assert await vault.keys_in_use() == {"new": 300}
         entry = await vault.get_refresh_token("user-7")
         assert entry is not None
         assert entry.token == tokens["user-7"]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tests.conftest import BACKENDS, Databases
 from token_vault import ConfigurationError, DuplicateRefreshTokensError, Keyring, TokenVault
-from token_vault.storage import migrate
+from token_vault.storage import migrate, open_backend
 from token_vault.storage.migrate import run_on_connection
 from token_vault.storage.record import NewRow
 from token_vault.storage.url import DatabaseURL
@@ -74,7 +74,7 @@ async def test_postgres_unique_index_is_valid_and_partial(databases: Databases) 
 
 
 async def write_raw(
-    vault: TokenVault, keyring: Keyring, user: str, token_type: str, token: str, at: datetime
+    url: DatabaseURL, keyring: Keyring, user: str, token_type: str, token: str, at: datetime
 ) -> str:
     """Write a row the way the old, index-less schema allowed: a plain insert."""
     sealed = keyring.seal(token, user_id=user, token_type=token_type)
@@ -82,15 +82,17 @@ async def write_raw(
         id=str(uuid.uuid4()),
         user_id=user,
         token_type=token_type,
-        ciphertext=sealed.ciphertext,
-        nonce=sealed.nonce,
-        key_id=sealed.key_id,
+        sealed=sealed,
         expires_at=at + timedelta(days=1),
         session_state=None,
         metadata_json=None,
         now=at,
     )
-    return await vault.backend.insert(row)
+    backend = await open_backend(url)
+    try:
+        return await backend.insert(row)
+    finally:
+        await backend.close()
 
 
 @pytest.mark.parametrize("dialect", BACKENDS)
@@ -99,15 +101,12 @@ async def test_duplicates_stop_the_index_revision_until_deduped(
 ) -> None:
     url = DatabaseURL.parse(databases.fresh(dialect, migrated=False))
     await migrate.upgrade(url, "0001")
-    async with await TokenVault.open(url, keyring) as vault:
-        for n in range(3):
-            await write_raw(vault, keyring, "alice", "refresh", f"alice-{n}", T0 + timedelta(n))
-        for n in range(2):
-            await write_raw(vault, keyring, "bob", "refresh", f"bob-{n}", T0 + timedelta(n))
-        await write_raw(vault, keyring, "carol", "refresh", "carol-0", T0)
-        offline = [
-            await write_raw(vault, keyring, "alice", "offline", f"off-{n}", T0) for n in range(2)
-        ]
+    for n in range(3):
+        await write_raw(url, keyring, "alice", "refresh", f"alice-{n}", T0 + timedelta(n))
+    for n in range(2):
+        await write_raw(url, keyring, "bob", "refresh", f"bob-{n}", T0 + timedelta(n))
+    await write_raw(url, keyring, "carol", "refresh", "carol-0", T0)
+    offline = [await write_raw(url, keyring, "alice", "offline", f"off-{n}", T0) for n in range(2)]
 
     with pytest.raises(DuplicateRefreshTokensError) as stopped:
         await migrate.upgrade(url)

@@ -27,6 +27,7 @@ from tests.oidc_support import (
     OidcWorld,
     expire_cached_access_token,
     oidc_world,
+    stored_row,
 )
 from token_vault import (
     AccessTokens,
@@ -109,7 +110,7 @@ async def test_provider_fault_gives_its_typed_error_and_keeps_the_row(
     user = f"fault-{mode}"
     await asyncio.to_thread(world.log_in, user)
     await expire_cached_access_token(store, user)
-    before = await store.backend.fetch_refresh(user)
+    before = await stored_row(world.database_url, user)
     transport = FaultyTransport(mode, world.signing_key)
     provider = OpenIDProvider(world.settings, transport=transport)
     try:
@@ -118,12 +119,11 @@ async def test_provider_fault_gives_its_typed_error_and_keeps_the_row(
     finally:
         await provider.close()
     assert transport.token_calls == calls
-    after = await store.backend.fetch_refresh(user)
+    after = await stored_row(world.database_url, user)
     assert before is not None
     assert after is not None
-    assert (after.ciphertext, after.nonce, after.metadata, after.updated_at) == (
-        before.ciphertext,
-        before.nonce,
+    assert (after.sealed, after.metadata, after.updated_at) == (
+        before.sealed,
         before.metadata,
         before.updated_at,
     )
@@ -177,7 +177,7 @@ async def test_crash_between_provider_and_database_never_loops(
         sys.executable, "-c", CRASH_WORKER, env=env, cwd=ROOT
     )
     assert await crashed.wait() == 9
-    leased = await store.backend.fetch_refresh(user)
+    leased = await stored_row(world.database_url, user)
     assert leased is not None
     assert leased.lease_owner is not None  # the dead process's lease is still there
     # A restarted process waits for the dead one's lease to lapse, then tries once.

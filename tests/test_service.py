@@ -19,11 +19,17 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.oidc_support import CLIENT_ID, CLIENT_SECRET, serve, write_jwks
+from tests.oidc_support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    expire_cached_access_token,
+    serve,
+    write_jwks,
+)
 from token_vault import Keyring, TokenVault, generate_key_spec
 from token_vault.service.app import create_app
-from token_vault.service.settings import ServiceSettings
 from token_vault.service.devprovider import DevProvider, free_port, login
+from token_vault.service.settings import ServiceSettings
 from token_vault.testing.pgcluster import PgCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +116,7 @@ def service(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> 
     ports = [free_port() for _ in range(3)]
     with DevProvider(
         redirect_uris=[f"http://127.0.0.1:{p}/auth/callback" for p in ports],
-        backchannel_logout_uri=f"http://127.0.0.1:{ports[0]}/backchannel-logout",
+        backchannel_logout_uri=f"http://127.0.0.1:{ports[0]}/auth/backchannel-logout",
         jwks_path=tmp / "jwks.json",
     ) as provider:
         keys = generate_key_spec()
@@ -320,7 +326,7 @@ async def test_operations_endpoints(service: Service, client: httpx.AsyncClient)
         "token_vault_request_duration_seconds",
     ):
         assert name in metrics
-    refused = await client.post("/backchannel-logout", data={"logout_token": "x.y.z"})
+    refused = await client.post("/auth/backchannel-logout", data={"logout_token": "x.y.z"})
     assert refused.status_code == 400
     openapi = (await client.get("/openapi.json")).json()
     for path in (
@@ -391,10 +397,7 @@ async def test_several_server_processes_make_one_refresh(
                     await asyncio.sleep(0.1)
             await asyncio.to_thread(service.log_in, "multi")
             async with await TokenVault.open(service.database_url, service.keyring) as vault:
-                row = await vault.backend.fetch_refresh("multi")
-                assert row is not None
-                assert row.access is not None
-                await vault.backend.cache_access(row.id, row.access, row.created_at)
+                await expire_cached_access_token(vault, "multi")
             service.provider.reset_stats()
             caller = bearer(await asyncio.to_thread(service.caller_token, "vault:token"))
             responses = await asyncio.gather(

@@ -23,7 +23,7 @@ def _differences(model: sa.MetaData) -> Any:
 
 
 def _model_with_extra_column() -> sa.MetaData:
-    extended = sa.MetaData(naming_convention=dict(metadata.naming_convention))
+    extended = sa.MetaData(naming_convention=metadata.naming_convention)
     for table in metadata.tables.values():
         table.to_metadata(extended)
     extended.tables["auth_vault"].append_column(sa.Column("extra_note", sa.Text()))

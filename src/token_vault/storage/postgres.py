@@ -62,11 +62,10 @@ RETURNING id
 
 INSERT_TOKEN = """
 INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
-                        expires_at, session_state, metadata, created_at, updated_at,
-                        access_ciphertext, access_nonce, access_key_id, access_expires_at)
-VALUES ($1, $2, $15, $3, $4, $5, $6, $7,
+                        expires_at, session_state, metadata, created_at, updated_at)
+VALUES ($1, $2, $11, $3, $4, $5, $6, $7,
         COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
-        $9, $9, $11, $12, $13, $14)
+        $9, $9)
 RETURNING id
 """
 
@@ -220,8 +219,7 @@ def _metadata_param(metadata_json: str | None) -> str | None:
 
 
 def _params(row: NewRow) -> tuple[Any, ...]:
-    """Parameters $1-$14 shared by the upsert and the insert (the insert adds $15)."""
-    access = row.access
+    """Parameters $1-$10 shared by the upsert and the insert (the insert adds $11)."""
     return (
         row.id,
         row.user_id,
@@ -233,11 +231,15 @@ def _params(row: NewRow) -> tuple[Any, ...]:
         _metadata_param(row.metadata_json),
         row.now,
         metadata_stamp(row.now),
-        access.ciphertext if access else None,
-        access.nonce if access else None,
-        access.key_id if access else None,
-        row.access_expires_at if access else None,
     )
+
+
+def _access_params(row: NewRow) -> tuple[Any, ...]:
+    """Parameters $11-$14 of the upsert: the access token that came with the refresh token."""
+    access = row.access
+    if access is None:
+        return (None, None, None, None)
+    return (access.ciphertext, access.nonce, access.key_id, row.access_expires_at)
 
 
 def _row(record: asyncpg.Record) -> StoredRow:
@@ -307,7 +309,9 @@ class PostgresBackend:
             raise UnavailableError(f"database unavailable: {type(exc).__name__}") from None
 
     async def upsert_refresh(self, row: NewRow) -> str:
-        entry_id: str = await self._run(self._pool.fetchval(UPSERT_REFRESH_TOKEN, *_params(row)))
+        entry_id: str = await self._run(
+            self._pool.fetchval(UPSERT_REFRESH_TOKEN, *_params(row), *_access_params(row))
+        )
         return entry_id
 
     async def insert(self, row: NewRow) -> str:

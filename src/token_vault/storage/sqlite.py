@@ -58,10 +58,8 @@ RETURNING id
 
 INSERT_TOKEN = """
 INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
-                        expires_at, session_state, metadata, created_at, updated_at,
-                        access_ciphertext, access_nonce, access_key_id, access_expires_at)
-VALUES (?1, ?2, ?15, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9,
-        ?11, ?12, ?13, ?14)
+                        expires_at, session_state, metadata, created_at, updated_at)
+VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9)
 RETURNING id
 """
 
@@ -218,9 +216,7 @@ def connect_sqlite(path: str, *, check_same_thread: bool = True) -> sqlite3.Conn
 
 
 def _params(row: NewRow) -> tuple[Any, ...]:
-    """Parameters ?1-?14 shared by the upsert and the insert (the insert adds ?15)."""
-    access = row.access
-    access_expires_at = row.access_expires_at
+    """Parameters ?1-?10 shared by the upsert and the insert (the insert adds ?11)."""
     return (
         row.id,
         row.user_id,
@@ -232,11 +228,15 @@ def _params(row: NewRow) -> tuple[Any, ...]:
         row.metadata_json,
         to_text(row.now),
         metadata_stamp(row.now),
-        access.ciphertext if access else None,
-        access.nonce if access else None,
-        access.key_id if access else None,
-        to_text(access_expires_at) if access and access_expires_at else None,
     )
+
+
+def _access_params(row: NewRow) -> tuple[Any, ...]:
+    """Parameters ?11-?14 of the upsert: the access token that came with the refresh token."""
+    access, expires_at = row.access, row.access_expires_at
+    if access is None or expires_at is None:
+        return (None, None, None, None)
+    return (access.ciphertext, access.nonce, access.key_id, to_text(expires_at))
 
 
 def _row(record: tuple[Any, ...]) -> StoredRow:
@@ -281,7 +281,7 @@ class SQLiteBackend:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def upsert_refresh(self, row: NewRow) -> str:
-        params = _params(row)
+        params = (*_params(row), *_access_params(row))
         return await self._run(
             lambda c: str(c.execute(UPSERT_REFRESH_TOKEN, params).fetchall()[0][0])
         )

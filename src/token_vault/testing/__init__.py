@@ -1,1 +1,18 @@
-"""Support for users' own tests: a throwaway PostgreSQL cluster (``pgcluster``)."""
+"""For your own tests: a frozen clock, fixed keyrings, a fake provider, a real database.
+
+* :class:`FrozenClock`: pass as ``clock=`` to the vault and ``AccessTokens``.
+* :func:`fixed_keyring`: the same keys every run (never for production).
+* :class:`FakeProvider`: an OpenID provider on httpx's ``MockTransport`` that refreshes,
+  rotates, revokes and fails on demand.
+* :class:`PgCluster` (``token_vault.testing.pgcluster``): a throwaway PostgreSQL cluster
+  (initdb + pg_ctl in a temporary directory, as an unprivileged user under root).
+"""
+
+from __future__ import annotations
+
+from token_vault.testing.clock import FrozenClock
+from token_vault.testing.keys import fixed_keyring
+from token_vault.testing.pgcluster import PgCluster
+from token_vault.testing.provider import FakeProvider
+
+__all__ = ["FakeProvider", "FrozenClock", "PgCluster", "fixed_keyring"]
