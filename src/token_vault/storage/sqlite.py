@@ -171,7 +171,7 @@ RETURNING jti
 FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < ?1"
 
 
-_SCHEMA_SIGNS = ("no such table", "no such column", "ON CONFLICT clause")
+_SCHEMA_SIGNS = ("no such table", "no such column", "has no column named", "ON CONFLICT clause")
 _SCHEMA_BEHIND = (
     "the database schema is missing or not at the newest revision; run `token-vault db upgrade`"
 )
