@@ -262,7 +262,7 @@ async def test_dead_grant_raises_reauth_required_without_retry(
     assert (await tokens.get_access_token("erin")).token
 
 
-async def test_provider_down_retries_a_bounded_number_of_times_and_keeps_the_row(
+async def test_provider_5xx_is_not_retried_and_keeps_the_row(
     world: OidcWorld, store: TokenVault, tokens: AccessTokens
 ) -> None:
     await log_in(world, "frank")
@@ -273,7 +273,8 @@ async def test_provider_down_retries_a_bounded_number_of_times_and_keeps_the_row
     try:
         with pytest.raises(ProviderUnavailableError):
             await tokens.get_access_token("frank")
-        assert world.provider.stats()["token_requests"] == {"refresh_token": 3}
+        # A 5xx may come after the provider rotated the token: never replay it.
+        assert world.provider.stats()["token_requests"] == {"refresh_token": 1}
     finally:
         world.provider.reset_stats()
     after = await stored_row(world.database_url, "frank")

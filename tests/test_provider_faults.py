@@ -59,6 +59,8 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         self.token_calls += 1
         if self.mode == "timeout":
             raise httpx.ReadTimeout("token endpoint timed out", request=request)
+        if self.mode == "connect-error":
+            raise httpx.ConnectError("connection refused", request=request)
         if self.mode == "garbage":
             return httpx.Response(200, content=b"<html>gateway</html>", request=request)
         if self.mode == "json-array":
@@ -97,7 +99,10 @@ async def store(world: OidcWorld) -> AsyncIterator[TokenVault]:
 @pytest.mark.parametrize(
     ("mode", "error", "calls"),
     [
-        ("timeout", ProviderUnavailableError, 3),
+        # A timeout may hide an answer: the token is never sent twice.
+        ("timeout", ProviderUnavailableError, 1),
+        # A connection that was never made is retried (attempts = 3).
+        ("connect-error", ProviderUnavailableError, 3),
         ("garbage", ProviderResponseError, 1),
         ("json-array", ProviderResponseError, 1),
         ("no-access-token", ProviderResponseError, 1),

@@ -15,10 +15,15 @@ from token_vault.vault import schema
 
 
 @pytest.fixture
-async def vault(tmp_path: Path) -> AsyncIterator[TokenVault]:
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+async def vault(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[TokenVault]:
     url = f"sqlite:///{tmp_path / 'kit.db'}"
     await schema.upgrade(DatabaseURL.parse(url))
-    opened = await TokenVault.open(url, fixed_keyring(), clock=FrozenClock())
+    opened = await TokenVault.open(url, fixed_keyring(), clock=clock)
     try:
         yield opened
     finally:
@@ -41,9 +46,10 @@ def test_frozen_clock_moves_only_when_told() -> None:
         clock.advance(-1)
 
 
-async def test_fake_provider_refreshes_once_then_serves_the_cache(vault: TokenVault) -> None:
+async def test_fake_provider_refreshes_once_then_serves_the_cache(
+    vault: TokenVault, clock: FrozenClock
+) -> None:
     fake = FakeProvider()
-    clock = FrozenClock()
     first_token = fake.issue_refresh_token("alice")
     await vault.upsert_refresh_token("alice", first_token, clock() + timedelta(days=1))
     provider = fake.provider()
@@ -68,16 +74,17 @@ async def test_fake_provider_refreshes_once_then_serves_the_cache(vault: TokenVa
         await provider.close()
 
 
-async def test_fake_provider_kills_grants_and_fails_on_demand(vault: TokenVault) -> None:
+async def test_fake_provider_kills_grants_and_fails_on_demand(
+    vault: TokenVault, clock: FrozenClock
+) -> None:
     fake = FakeProvider()
-    clock = FrozenClock()
     await vault.upsert_refresh_token(
         "bob", fake.issue_refresh_token("bob"), clock() + timedelta(days=1)
     )
     provider = fake.provider()
     try:
         tokens = AccessTokens(vault, provider, clock=clock)
-        fake.fail_next(503, times=5)
+        fake.fail_next(503)  # a 5xx is not retried: the token may have been rotated
         with pytest.raises(ProviderUnavailableError):
             await tokens.get_access_token("bob")
         fake.revoke_all()

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from token_vault.errors import (
+    NotFoundError,
     ProviderResponseError,
+    ProviderUnavailableError,
     ReauthRequiredError,
     UnavailableError,
     ValidationError,
@@ -68,7 +70,8 @@ class AccessToken:
 
 
 class AccessTokens:
-    """Hands out fresh access tokens for users whose refresh tokens are in the vault."""
+    """Hands out fresh access tokens for users whose refresh or offline tokens are in the
+    vault."""
 
     def __init__(
         self,
@@ -84,6 +87,8 @@ class AccessTokens:
         sleep: Sleep = asyncio.sleep,
         observer: RefreshObserver | None = None,
     ) -> None:
+        if lease < timedelta(seconds=1):
+            raise ValueError("lease must be at least one second")
         self._vault = vault
         self._provider = provider
         self._margin = margin
@@ -97,60 +102,84 @@ class AccessTokens:
         self._owner = f"lease-{secrets.token_hex(8)}"
         self._inflight: dict[str, asyncio.Task[AccessToken]] = {}
 
-    async def get_access_token(self, user_id: str) -> AccessToken:
-        """A valid access token for ``user_id``, refreshing at most once at a time."""
+    async def get_access_token(self, user_id: str, *, entry_id: str | None = None) -> AccessToken:
+        """A valid access token for ``user_id``, refreshing at most once at a time.
+
+        From ``entry_id`` if given, else the user's refresh entry, else their newest
+        live offline entry.
+        """
         user_id = check_identifier("user_id", user_id)
-        cached = await self._cached(user_id)
-        if cached is not None:
-            return cached
-        task = self._inflight.get(user_id)
+        state = await self._state(user_id, entry_id)
+        decision = self._decide(state)
+        if not decision.refresh:
+            return self._served(state)
+        key = state.entry_id
+        task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._refresh(user_id))
-            self._inflight[user_id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(user_id, None))
+            task = asyncio.create_task(self._refresh(state))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(task)
 
-    async def refresh_now(self, user_id: str) -> AccessToken:
+    async def refresh_now(self, user_id: str, *, entry_id: str | None = None) -> AccessToken:
         """Refresh at the provider even if the cached token is still fresh."""
         user_id = check_identifier("user_id", user_id)
-        return await self._refresh(user_id, force=True)
+        state = await self._state(user_id, entry_id)
+        if state.needs_reauth:
+            raise ReauthRequiredError(user_id, "invalid_grant")
+        return await self._refresh(state, force=True)
+
+    # -- deciding --------------------------------------------------------------------
+
+    async def _state(self, user_id: str, entry_id: str | None) -> RefreshState:
+        state = await self._vault.refresh_state(user_id, entry_id=entry_id)
+        if state is None:
+            if entry_id is not None:
+                raise NotFoundError(f"user {user_id!r} has no entry {entry_id!r}")
+            raise ReauthRequiredError(user_id, "no_refresh_token")
+        if state.needs_reauth:
+            raise ReauthRequiredError(user_id, "invalid_grant")
+        return state
 
     def _decide(self, state: RefreshState, *, force: bool = False) -> RefreshDecision:
-        return should_refresh(state, self._clock(), margin=self._margin, force=force)
+        return should_refresh(state, state.now, margin=self._margin, force=force)
 
     @staticmethod
     def _served(state: RefreshState) -> AccessToken:
         assert state.access is not None
         return AccessToken(state.user_id, state.access.token, state.access.expires_at, False)
 
-    async def _cached(self, user_id: str) -> AccessToken | None:
-        state = await self._vault.refresh_state(user_id)
-        if state is None:
-            raise ReauthRequiredError(user_id, "no_refresh_token")
-        decision = self._decide(state)
-        if decision.reason is RefreshReason.NEEDS_REAUTH:
-            raise ReauthRequiredError(user_id, "invalid_grant")
-        return None if decision.refresh else self._served(state)
+    async def _fresh_elsewhere(self, state: RefreshState) -> AccessToken | None:
+        """Re-read the entry: a token another process stored meanwhile, if fresh."""
+        again = await self._vault.refresh_state(state.user_id, entry_id=state.entry_id)
+        if again is None:
+            raise ReauthRequiredError(state.user_id, "no_refresh_token")
+        if again.needs_reauth:
+            raise ReauthRequiredError(state.user_id, "invalid_grant")
+        return None if self._decide(again).refresh else self._served(again)
 
-    async def _refresh(self, user_id: str, *, force: bool = False) -> AccessToken:
+    # -- refreshing ------------------------------------------------------------------
+
+    async def _refresh(self, state: RefreshState, *, force: bool = False) -> AccessToken:
         deadline = self._clock() + self._wait
         while True:
-            lease = await self._vault.claim_refresh(user_id, self._owner, lease=self._lease)
+            lease = await self._vault.claim_refresh(state, self._owner, lease=self._lease)
             if lease is not None:
                 break
-            # Someone else holds the lease (or there is no row): look again shortly.
-            cached = await self._cached(user_id)
-            if cached is not None and not force:
-                return cached
+            # Someone else holds the lease (or the entry is gone): look again shortly.
+            served = await self._fresh_elsewhere(state)
+            if served is not None and not force:
+                return served
             if self._clock() >= deadline:
                 raise UnavailableError(
-                    f"a refresh for user {user_id!r} is in progress elsewhere and did not finish"
+                    f"a refresh for user {state.user_id!r} is in progress elsewhere "
+                    "and did not finish"
                 )
             await self._sleep(self._poll_interval)
         try:
             decision = self._decide(lease.state, force=force)
             if decision.reason is RefreshReason.NEEDS_REAUTH:
-                raise ReauthRequiredError(user_id, "invalid_grant")
+                raise ReauthRequiredError(state.user_id, "invalid_grant")
             if not decision.refresh:  # another process refreshed while we waited
                 return self._served(lease.state)
             return await self._refresh_at_provider(lease)
@@ -161,45 +190,77 @@ class AccessTokens:
     async def _refresh_at_provider(self, lease: RefreshLease) -> AccessToken:
         entry = lease.entry
         started = asyncio.get_running_loop().time()
+        keeper = asyncio.create_task(self._keep_lease(lease))
         try:
             tokens = await self._provider.refresh(entry.token, user_id=entry.user_id)
             if tokens.id_token is not None:
                 await self._provider.validate_id_token(tokens.id_token, subject=entry.user_id)
         except ReauthRequiredError:
             self._observe("invalid_grant", started)
-            await self._vault.mark_needs_reauth(lease)
+            if await self._vault.mark_needs_reauth(lease):
+                raise
+            # The entry changed while we asked (a new login, or another process that
+            # took a lapsed lease): the refused token is not the one stored any more.
+            served = await self._fresh_elsewhere(lease.state)
+            if served is not None:
+                return served
+            raise UnavailableError(
+                f"the entry of user {entry.user_id!r} changed during a refresh; retry"
+            ) from None
+        except ProviderUnavailableError:
+            # No retry: the provider may have rotated the token before the answer was
+            # lost. Serve what another process stored meanwhile, or say "unavailable".
+            self._observe("error", started)
+            served = await self._fresh_elsewhere(lease.state)
+            if served is not None:
+                return served
             raise
         except BaseException:
             self._observe("error", started)
             raise
+        finally:
+            keeper.cancel()
         self._observe("ok", started)
         return await self._record(lease, tokens)
 
+    async def _keep_lease(self, lease: RefreshLease) -> None:
+        """Renew the lease every third of its length while the provider call runs."""
+        interval = lease.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self._vault.renew_refresh(lease):
+                    log.warning("refresh lease of entry %s was lost", lease.entry.id)
+                    return
+            except UnavailableError:
+                continue  # the next renewal may reach the database
+
     async def _record(self, lease: RefreshLease, tokens: TokenSet) -> AccessToken:
-        now = self._clock()
         ttl = timedelta(seconds=tokens.expires_in) if tokens.expires_in else None
-        access_expires_at = now + (ttl or self._default_access_ttl)
-        refresh_ttl = tokens.refresh_expires_in
         outcome = RefreshOutcome(
             access_token=tokens.access_token,
-            access_expires_at=access_expires_at,
+            access_expires_in=ttl or self._default_access_ttl,
             refresh_token=tokens.refresh_token,
-            refresh_expires_at=now + timedelta(seconds=refresh_ttl) if refresh_ttl else None,
+            refresh_expires_in=(
+                timedelta(seconds=tokens.refresh_expires_in) if tokens.refresh_expires_in else None
+            ),
             session_state=tokens.session_state,
         )
         try:
             stored = await asyncio.shield(self._vault.record_refresh(lease, outcome))
         except ValidationError:
             raise ProviderResponseError("provider returned a token that cannot be stored") from None
-        if not stored:
-            # A login replaced the entry's token while we refreshed (its token wins), or
-            # the entry was deleted: the access token is still valid, but was not kept.
-            log.warning(
-                "refresh outcome for entry %s not stored: the entry changed", lease.entry.id
+        if stored is None:
+            # The lease lapsed and another process took it, or a login replaced the
+            # token meanwhile: this outcome must not overwrite theirs.
+            log.warning("refresh of entry %s not stored: the entry changed", lease.entry.id)
+            served = await self._fresh_elsewhere(lease.state)
+            if served is not None:
+                return served
+            raise UnavailableError(
+                f"the entry of user {lease.entry.user_id!r} changed during a refresh; retry"
             )
-        return AccessToken(
-            lease.entry.user_id, tokens.access_token, access_expires_at, refreshed=True
-        )
+        return AccessToken(lease.entry.user_id, tokens.access_token, stored, refreshed=True)
 
     def _observe(self, outcome: str, started: float) -> None:
         if self._observer is not None:

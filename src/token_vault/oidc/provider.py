@@ -1,7 +1,8 @@
 """Talking to the OpenID provider: discovery, keys, refresh, revocation, ID tokens.
 
-Built on Authlib's httpx client for the token endpoint and on joserfc for JWTs. The HTTP
-transport is a parameter, so tests and embedders can route or wrap it.
+Refresh and revocation are plain form posts on one httpx client (client_secret_basic);
+JWTs are checked with joserfc. The HTTP transport is a parameter, so tests and embedders
+can route or wrap it. (The browser login flow is Authlib's, in :mod:`.routes`.)
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -105,6 +105,18 @@ class TokenSet:
         return frozenset((self.scope or "").split())
 
 
+def _oauth_error(response: httpx.Response) -> str | None:
+    """The ``error`` code of an OAuth error answer (RFC 6749, 5.2), if it is one."""
+    if response.status_code not in (400, 401):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else "unknown_error"
+
+
 class OpenIDProvider:
     """One OpenID provider and this app's confidential client at it."""
 
@@ -118,13 +130,6 @@ class OpenIDProvider:
         self.settings = settings
         self._sleep = sleep
         self._http = httpx.AsyncClient(timeout=settings.timeout, transport=transport)
-        self._oauth = AsyncOAuth2Client(
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
-            timeout=settings.timeout,
-            transport=transport,
-        )
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
         self._keys_fetched_at = 0.0
@@ -136,7 +141,6 @@ class OpenIDProvider:
 
     async def close(self) -> None:
         await self._http.aclose()
-        await self._oauth.aclose()
 
     # -- discovery and keys ----------------------------------------------------------
 
@@ -209,23 +213,39 @@ class OpenIDProvider:
     # -- token endpoint --------------------------------------------------------------
 
     async def refresh(self, refresh_token: str, *, user_id: str) -> TokenSet:
-        """Use a refresh token; retries 5xx and timeouts, never ``invalid_grant``."""
+        """Use a refresh token once.
+
+        Retried only when the request provably never reached the provider (the
+        connection could not be made): after a timeout or a 5xx the provider may have
+        rotated the token already, and replaying the old one would look like token theft
+        (Keycloak then revokes the whole grant). Those raise
+        :class:`ProviderUnavailableError` at once; ``invalid_grant`` raises
+        :class:`ReauthRequiredError`.
+        """
         token_endpoint = await self.endpoint("token_endpoint")
         if token_endpoint is None:
             raise ProviderResponseError("discovery document has no token_endpoint")
 
         async def attempt() -> Mapping[str, Any]:
-            try:
-                response: Mapping[str, Any] = await self._oauth.refresh_token(
-                    token_endpoint, refresh_token=refresh_token
-                )
-            except OAuthError as exc:
-                if exc.error == "invalid_grant":
-                    raise ReauthRequiredError(user_id, "invalid_grant") from None
-                raise ProviderResponseError(f"provider refused the refresh: {exc.error}") from None
-            return response
+            response = await self._http.post(
+                token_endpoint,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                auth=self._client_auth(),
+                headers={"Accept": "application/json"},
+            )
+            error = _oauth_error(response)
+            if error == "invalid_grant":
+                raise ReauthRequiredError(user_id, "invalid_grant")
+            if error is not None:
+                raise ProviderResponseError(f"provider refused the refresh: {error}")
+            response.raise_for_status()
+            document: object = response.json()
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            return document
 
-        return TokenSet.from_response(await self._with_retries(attempt, "token endpoint"))
+        response = await self._with_retries(attempt, "token endpoint", only_unsent=True)
+        return TokenSet.from_response(response)
 
     async def revoke(self, token: str, *, hint: str = "refresh_token") -> bool:
         """RFC 7009 revocation; ``False`` if the provider has no endpoint or is down."""
@@ -236,13 +256,19 @@ class OpenIDProvider:
             response = await self._http.post(
                 endpoint,
                 data={"token": token, "token_type_hint": hint},
-                auth=(self.settings.client_id, self.settings.client_secret),
+                auth=self._client_auth(),
             )
         except httpx.HTTPError:
             return False
         return response.status_code == 200
 
     # -- plumbing --------------------------------------------------------------------
+
+    def _client_auth(self) -> httpx.BasicAuth:
+        """``client_secret_basic``: id and secret form-encoded first (RFC 6749, 2.3.1)."""
+        return httpx.BasicAuth(
+            quote(self.settings.client_id, safe=""), quote(self.settings.client_secret, safe="")
+        )
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         async def attempt() -> dict[str, Any]:
@@ -255,7 +281,14 @@ class OpenIDProvider:
 
         return await self._with_retries(attempt, url)
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[T]], what: str, *, only_unsent: bool = False
+    ) -> T:
+        """Call ``attempt`` up to ``settings.attempts`` times with backoff.
+
+        ``only_unsent``: retry only failures that prove the request was never sent
+        (connection refused, connect timeout); anything else fails at once.
+        """
         attempts = max(1, self.settings.attempts)
         for number in range(attempts):
             try:
@@ -268,8 +301,15 @@ class OpenIDProvider:
                 status = exc.response.status_code
                 if status < 500 and status != 429:
                     raise ProviderResponseError(f"{what} answered HTTP {status}") from None
-            except (httpx.TimeoutException, httpx.TransportError):
+                if only_unsent:
+                    raise ProviderUnavailableError(f"{what} answered HTTP {status}") from None
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 pass
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if only_unsent:
+                    raise ProviderUnavailableError(
+                        f"{what} did not answer ({type(exc).__name__}); not retried"
+                    ) from None
             except ValueError:
                 raise ProviderResponseError(f"{what} answered something that is not JSON") from None
             if number + 1 < attempts:

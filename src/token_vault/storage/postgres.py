@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -84,25 +84,45 @@ DELETE_SESSION = (
 )
 PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= $1"
 
-# Take the user's refresh lease if nobody holds it (or it lapsed); returns the row as it
-# is once the lease is ours, so the caller sees a refresh someone else just finished.
+# The refresh flow's statements keep lease and access-token times on the database's
+# clock (clock_timestamp()), so replicas whose clocks disagree still agree on who holds
+# a lease and on when a cached access token lapses.
+
+# The user's entries with the database's time, for the "refresh now?" decision.
+SELECT_USER_TOKENS_AND_NOW = (
+    f"SELECT {COLUMNS}, clock_timestamp() FROM auth_vault WHERE user_id = $1 "
+    "ORDER BY created_at, id"
+)
+
+# Take an entry's refresh lease for $3 seconds if nobody holds it (or it lapsed); returns
+# the row as it is once the lease is ours, so a refresh someone just finished is seen.
 CLAIM_REFRESH_LEASE = f"""
-UPDATE auth_vault SET lease_owner = $2, lease_expires_at = $4
-WHERE user_id = $1 AND token_type = 'refresh'
-  AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
-RETURNING {COLUMNS}
+UPDATE auth_vault
+SET lease_owner = $2, lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+WHERE id = $1 AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
+RETURNING {COLUMNS}, clock_timestamp()
 """
 
-# Store a refresh's outcome, count it in the metadata, release the lease: one statement.
-# $3-$5 are NULL when the provider sent no new refresh token (the stored one is kept).
+# Keep the lease while the provider call runs; only its owner can.
+RENEW_REFRESH_LEASE = """
+UPDATE auth_vault SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+WHERE id = $1 AND lease_owner = $2
+RETURNING id
+"""
+
+# Store a refresh's outcome, count it in the metadata, release the lease: one statement,
+# applied only by the lease's owner and only while the entry holds the token that was
+# refreshed ($14). $3-$5 are NULL when the provider sent no new refresh token (the stored
+# one is kept); $6 (refresh lifetime, seconds) is NULL when the provider did not say.
 RECORD_REFRESH = """
 UPDATE auth_vault
 SET ciphertext = COALESCE($3, ciphertext),
     nonce = COALESCE($4, nonce),
     key_id = COALESCE($5, key_id),
-    expires_at = COALESCE($6, expires_at),
+    expires_at = COALESCE(clock_timestamp() + make_interval(secs => $6), expires_at),
     session_state = COALESCE($7, session_state),
-    access_ciphertext = $8, access_nonce = $9, access_key_id = $10, access_expires_at = $11,
+    access_ciphertext = $8, access_nonce = $9, access_key_id = $10,
+    access_expires_at = clock_timestamp() + make_interval(secs => $11),
     metadata = COALESCE(metadata, '{}'::jsonb) || jsonb_build_object(
         'refreshCount',
         CASE WHEN jsonb_typeof(metadata -> 'refreshCount') = 'number'
@@ -111,10 +131,10 @@ SET ciphertext = COALESCE($3, ciphertext),
         'updatedAt', $13::text),
     updated_at = $12,
     needs_reauth = false,
-    lease_owner = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_owner END,
-    lease_expires_at = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_expires_at END
-WHERE id = $1 AND nonce = $14
-RETURNING id
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE id = $1 AND nonce = $14 AND lease_owner = $2
+RETURNING access_expires_at
 """
 
 FORGET_ACCESS_TOKEN = """
@@ -131,14 +151,15 @@ RELEASE_LEASE = (
     "WHERE id = $1 AND lease_owner = $2"
 )
 
+# The provider killed the grant: only the lease's owner, and only while the entry still
+# holds the token the provider refused (a newer login wins).
 MARK_NEEDS_REAUTH = """
 UPDATE auth_vault
 SET needs_reauth = true,
     access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
     access_expires_at = NULL, updated_at = $4,
-    lease_owner = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_owner END,
-    lease_expires_at = CASE WHEN lease_owner = $2 THEN NULL ELSE lease_expires_at END
-WHERE id = $1 AND nonce = $3
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND nonce = $3 AND lease_owner = $2
 RETURNING id
 """
 
@@ -146,7 +167,7 @@ RETURNING id
 SELECT_ON_OTHER_KEYS = f"""
 SELECT {COLUMNS} FROM auth_vault
 WHERE (key_id <> $1 OR access_key_id <> $1)
-  AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
+  AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
 ORDER BY id
 LIMIT $2
 """
@@ -158,7 +179,7 @@ UPDATE auth_vault
 SET ciphertext = $3, nonce = $4, key_id = $5,
     access_ciphertext = $6, access_nonce = $7, access_key_id = $8
 WHERE id = $1 AND nonce = $2
-  AND (lease_expires_at IS NULL OR lease_expires_at <= $9)
+  AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
 RETURNING id
 """
 
@@ -346,17 +367,30 @@ class PostgresBackend:
     async def purge_expired(self, now: datetime) -> int:
         return _count(await self._run(self._pool.execute(PURGE_EXPIRED, now)))
 
-    async def claim_refresh(
-        self, user_id: str, owner: str, now: datetime, until: datetime
-    ) -> StoredRow | None:
-        record = await self._run(
-            self._pool.fetchrow(CLAIM_REFRESH_LEASE, user_id, owner, now, until)
-        )
-        return _row(record) if record is not None else None
+    async def fetch_for_refresh(
+        self, user_id: str, now: datetime
+    ) -> tuple[list[StoredRow], datetime]:
+        records = await self._run(self._pool.fetch(SELECT_USER_TOKENS_AND_NOW, user_id))
+        database_now = records[0][-1] if records else now
+        return [_row(r) for r in records], database_now
 
-    async def record_refresh(self, write: RefreshWrite) -> bool:
+    async def claim_refresh(
+        self, entry_id: str, owner: str, now: datetime, lease: timedelta
+    ) -> tuple[StoredRow, datetime] | None:
+        record = await self._run(
+            self._pool.fetchrow(CLAIM_REFRESH_LEASE, entry_id, owner, lease.total_seconds())
+        )
+        return (_row(record), record[-1]) if record is not None else None
+
+    async def renew_lease(self, entry_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+        renewed = await self._run(
+            self._pool.fetchval(RENEW_REFRESH_LEASE, entry_id, owner, lease.total_seconds())
+        )
+        return renewed is not None
+
+    async def record_refresh(self, write: RefreshWrite) -> datetime | None:
         refresh = write.refresh
-        written = await self._run(
+        access_expires_at: datetime | None = await self._run(
             self._pool.fetchval(
                 RECORD_REFRESH,
                 write.entry_id,
@@ -364,18 +398,18 @@ class PostgresBackend:
                 refresh.ciphertext if refresh else None,
                 refresh.nonce if refresh else None,
                 refresh.key_id if refresh else None,
-                write.refresh_expires_at,
+                write.refresh_ttl.total_seconds() if write.refresh_ttl is not None else None,
                 write.session_state,
                 write.access.ciphertext,
                 write.access.nonce,
                 write.access.key_id,
-                write.access_expires_at,
+                write.access_ttl.total_seconds(),
                 write.now,
                 metadata_stamp(write.now),
                 write.expected_nonce,
             )
         )
-        return written is not None
+        return access_expires_at
 
     async def forget_access(self, entry_id: str) -> bool:
         return _count(await self._run(self._pool.execute(FORGET_ACCESS_TOKEN, entry_id))) > 0
@@ -401,7 +435,7 @@ class PostgresBackend:
         return await self._run(remember())
 
     async def rows_on_other_keys(self, primary: str, limit: int, now: datetime) -> list[StoredRow]:
-        records = await self._run(self._pool.fetch(SELECT_ON_OTHER_KEYS, primary, limit, now))
+        records = await self._run(self._pool.fetch(SELECT_ON_OTHER_KEYS, primary, limit))
         return [_row(r) for r in records]
 
     async def reseal(
@@ -423,7 +457,6 @@ class PostgresBackend:
                 access.ciphertext if access else None,
                 access.nonce if access else None,
                 access.key_id if access else None,
-                now,
             )
         )
         return written is not None

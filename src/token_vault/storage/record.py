@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from token_vault.crypto.keyring import Sealed
@@ -56,18 +56,20 @@ class RefreshWrite:
     """The outcome of a refresh at the provider, written in one statement.
 
     ``refresh`` is ``None`` when the provider sent no new refresh token: the stored one
-    stays. The write applies only while the row still holds ``expected_nonce`` (a login
-    that stored a newer token in the meantime wins) and releases ``owner``'s lease.
+    stays; ``refresh_ttl`` is ``None`` when the provider did not say how long it lives.
+    Lifetimes are relative: the database turns them into times on its own clock. The
+    write applies only while ``owner`` holds the lease and the row still holds
+    ``expected_nonce`` (a login that stored a newer token in the meantime wins).
     """
 
     entry_id: str
     owner: str
     expected_nonce: bytes = field(repr=False)
     refresh: Sealed | None
-    refresh_expires_at: datetime | None
+    refresh_ttl: timedelta | None
     session_state: str | None
     access: Sealed
-    access_expires_at: datetime
+    access_ttl: timedelta
     now: datetime
 
 
@@ -151,11 +153,23 @@ class Backend(Protocol):
 
     async def purge_expired(self, now: datetime) -> int: ...
 
-    async def claim_refresh(
-        self, user_id: str, owner: str, now: datetime, until: datetime
-    ) -> StoredRow | None: ...
+    async def fetch_for_refresh(
+        self, user_id: str, now: datetime
+    ) -> tuple[list[StoredRow], datetime]:
+        """The user's rows and the time by the clock leases use (``now`` on SQLite)."""
+        ...
 
-    async def record_refresh(self, write: RefreshWrite) -> bool: ...
+    async def claim_refresh(
+        self, entry_id: str, owner: str, now: datetime, lease: timedelta
+    ) -> tuple[StoredRow, datetime] | None: ...
+
+    async def renew_lease(
+        self, entry_id: str, owner: str, now: datetime, lease: timedelta
+    ) -> bool: ...
+
+    async def record_refresh(self, write: RefreshWrite) -> datetime | None:
+        """The access token's expiry as stored, or ``None`` when the write did not apply."""
+        ...
 
     async def forget_access(self, entry_id: str) -> bool: ...
 

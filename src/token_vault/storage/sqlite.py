@@ -14,7 +14,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,11 +78,17 @@ DELETE_SESSION = (
 )
 PURGE_EXPIRED = "DELETE FROM auth_vault WHERE expires_at <= ?1"
 
+# One machine, one clock: SQLite's lease and access-token times come from the vault's
+# clock, passed in as ?3/?4.
 CLAIM_REFRESH_LEASE = f"""
 UPDATE auth_vault SET lease_owner = ?2, lease_expires_at = ?4
-WHERE user_id = ?1 AND token_type = 'refresh'
-  AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
+WHERE id = ?1 AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
 RETURNING {COLUMNS}
+"""
+
+RENEW_REFRESH_LEASE = """
+UPDATE auth_vault SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2
+RETURNING id
 """
 
 RECORD_REFRESH = """
@@ -96,10 +102,10 @@ SET ciphertext = COALESCE(?3, ciphertext),
     metadata = vault_count_refresh(metadata, ?13),
     updated_at = ?12,
     needs_reauth = 0,
-    lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END,
-    lease_expires_at = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_expires_at END
-WHERE id = ?1 AND nonce = ?14
-RETURNING id
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE id = ?1 AND nonce = ?14 AND lease_owner = ?2
+RETURNING access_expires_at
 """
 
 FORGET_ACCESS_TOKEN = """
@@ -121,9 +127,8 @@ UPDATE auth_vault
 SET needs_reauth = 1,
     access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
     access_expires_at = NULL, updated_at = ?4,
-    lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END,
-    lease_expires_at = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_expires_at END
-WHERE id = ?1 AND nonce = ?3
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ?1 AND nonce = ?3 AND lease_owner = ?2
 RETURNING id
 """
 
@@ -318,33 +323,43 @@ class SQLiteBackend:
     async def purge_expired(self, now: datetime) -> int:
         return await self._run(lambda c: c.execute(PURGE_EXPIRED, (to_text(now),)).rowcount)
 
-    async def claim_refresh(
-        self, user_id: str, owner: str, now: datetime, until: datetime
-    ) -> StoredRow | None:
-        params = (user_id, owner, to_text(now), to_text(until))
-        records = await self._run(lambda c: c.execute(CLAIM_REFRESH_LEASE, params).fetchall())
-        return _row(records[0]) if records else None
+    async def fetch_for_refresh(
+        self, user_id: str, now: datetime
+    ) -> tuple[list[StoredRow], datetime]:
+        return await self.fetch_user(user_id, None), now
 
-    async def record_refresh(self, write: RefreshWrite) -> bool:
+    async def claim_refresh(
+        self, entry_id: str, owner: str, now: datetime, lease: timedelta
+    ) -> tuple[StoredRow, datetime] | None:
+        params = (entry_id, owner, to_text(now), to_text(now + lease))
+        records = await self._run(lambda c: c.execute(CLAIM_REFRESH_LEASE, params).fetchall())
+        return (_row(records[0]), now) if records else None
+
+    async def renew_lease(self, entry_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+        params = (entry_id, owner, to_text(now + lease))
+        return bool(await self._run(lambda c: c.execute(RENEW_REFRESH_LEASE, params).fetchall()))
+
+    async def record_refresh(self, write: RefreshWrite) -> datetime | None:
         refresh = write.refresh
-        expires = write.refresh_expires_at
+        ttl = write.refresh_ttl
         params = (
             write.entry_id,
             write.owner,
             refresh.ciphertext if refresh else None,
             refresh.nonce if refresh else None,
             refresh.key_id if refresh else None,
-            to_text(expires) if expires else None,
+            to_text(write.now + ttl) if ttl is not None else None,
             write.session_state,
             write.access.ciphertext,
             write.access.nonce,
             write.access.key_id,
-            to_text(write.access_expires_at),
+            to_text(write.now + write.access_ttl),
             to_text(write.now),
             metadata_stamp(write.now),
             write.expected_nonce,
         )
-        return bool(await self._run(lambda c: c.execute(RECORD_REFRESH, params).fetchall()))
+        rows = await self._run(lambda c: c.execute(RECORD_REFRESH, params).fetchall())
+        return datetime.fromisoformat(rows[0][0]) if rows else None
 
     async def forget_access(self, entry_id: str) -> bool:
         return await self._run(lambda c: c.execute(FORGET_ACCESS_TOKEN, (entry_id,)).rowcount) > 0

@@ -19,7 +19,7 @@ from token_vault.crypto.keyring import Keyring
 from token_vault.errors import ValidationError
 from token_vault.storage import open_backend
 from token_vault.storage.migrate import head_revision
-from token_vault.storage.record import Backend, NewRow, RefreshWrite
+from token_vault.storage.record import Backend, NewRow, RefreshWrite, StoredRow
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
 from token_vault.vault import rotation
 from token_vault.vault.entry import TokenType, VaultEntry
@@ -52,6 +52,33 @@ class SchemaStatus:
     @property
     def is_current(self) -> bool:
         return self.current == self.head
+
+
+def _source_row(rows: list[StoredRow], now: datetime, entry_id: str | None) -> StoredRow | None:
+    """Which of a user's rows access tokens come from (see ``refresh_state``)."""
+    if entry_id is not None:
+        return next((row for row in rows if row.id == entry_id), None)
+    refresh = next((row for row in rows if row.token_type == TokenType.REFRESH.value), None)
+    if refresh is not None and not refresh.needs_reauth:
+        return refresh
+    live_offline = [
+        row
+        for row in rows
+        if row.token_type == TokenType.OFFLINE.value
+        and not row.needs_reauth
+        and row.expires_at > now
+    ]
+    if live_offline:
+        return max(live_offline, key=lambda row: (row.created_at, row.id))
+    return refresh
+
+
+def _lifetime(value: timedelta | None, field: str) -> timedelta | None:
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise ValidationError(field, "must be a non-negative timedelta")
+    return value
 
 
 class TokenVault:
@@ -226,43 +253,55 @@ class TokenVault:
 
     # -- the refresh flow (driven by token_vault.oidc) ----------------------------------
 
-    async def refresh_state(self, user_id: str) -> RefreshState | None:
-        """The user's refresh entry's cached access token and re-login flag, or ``None``
-        when the user has no refresh entry. The refresh token itself is not decrypted."""
-        row = await self._backend.fetch_refresh(check_identifier("user_id", user_id))
-        return self._sealer.state(row) if row is not None else None
+    async def refresh_state(
+        self, user_id: str, *, entry_id: str | None = None
+    ) -> RefreshState | None:
+        """The state of the entry access tokens come from: ``entry_id`` if given (it must
+        be the user's), else the user's refresh entry, else their newest live offline
+        entry. ``None`` when the user has no such entry. No refresh token is decrypted."""
+        user_id = check_identifier("user_id", user_id)
+        if entry_id is not None:
+            entry_id = check_identifier("entry_id", entry_id)
+        rows, now = await self._backend.fetch_for_refresh(user_id, self._clock())
+        row = _source_row(rows, now, entry_id)
+        return self._sealer.state(row, now) if row is not None else None
 
     async def claim_refresh(
-        self, user_id: str, owner: str, *, lease: timedelta
+        self, state: RefreshState, owner: str, *, lease: timedelta
     ) -> RefreshLease | None:
-        """Take the refresh lease of the user's refresh entry for ``lease``.
+        """Take the refresh lease of the entry ``state`` describes, for ``lease``.
 
-        ``None`` when another owner holds a live lease, or when there is no entry. The
-        lease comes with the entry as it is once taken, so a refresh another process
-        just finished is seen.
+        ``None`` when another owner holds a live lease, or the entry is gone. The lease
+        comes with the entry as it is once taken, so a refresh another process just
+        finished is seen. Lease times are kept on the database's clock.
         """
-        user_id = check_identifier("user_id", user_id)
         owner = check_identifier("owner", owner)
-        now = self._clock()
-        until = now + lease
-        row = await self._backend.claim_refresh(user_id, owner, now, until)
-        if row is None:
+        claimed = await self._backend.claim_refresh(state.entry_id, owner, self._clock(), lease)
+        if claimed is None:
             return None
+        row, now = claimed
         return RefreshLease(
             owner=owner,
-            expires_at=until,
+            lease=lease,
             entry=self._sealer.entry(row),
-            state=self._sealer.state(row),
+            state=self._sealer.state(row, now),
             nonce=row.sealed.nonce,
         )
 
-    async def record_refresh(self, lease: RefreshLease, outcome: RefreshOutcome) -> bool:
+    async def renew_refresh(self, lease: RefreshLease) -> bool:
+        """Extend the lease by its length again; ``False`` if it is no longer ours."""
+        return await self._backend.renew_lease(
+            lease.entry.id, lease.owner, self._clock(), lease.lease
+        )
+
+    async def record_refresh(self, lease: RefreshLease, outcome: RefreshOutcome) -> datetime | None:
         """Store a refresh's outcome and release the lease, in one statement.
 
         Counts the refresh in the metadata (``refreshCount``, ``lastRefresh``). Returns
-        ``False`` when the entry changed since the lease was taken (a login stored a newer
-        token; it wins) or is gone. Raises :class:`ValidationError` for tokens that cannot
-        be stored, before anything is written.
+        the cached access token's expiry as stored, or ``None`` when the write did not
+        apply: the lease is no longer ours, or the entry changed since the lease was
+        taken (a login stored a newer token; it wins), or it is gone. Raises
+        :class:`ValidationError` for tokens that cannot be stored, before any write.
         """
         entry = lease.entry
         access = self._sealer.seal_access(
@@ -282,14 +321,10 @@ class TokenVault:
             owner=lease.owner,
             expected_nonce=lease.nonce,
             refresh=refresh,
-            refresh_expires_at=(
-                check_expires_at(outcome.refresh_expires_at)
-                if outcome.refresh_expires_at is not None
-                else None
-            ),
+            refresh_ttl=_lifetime(outcome.refresh_expires_in, "refresh_expires_in"),
             session_state=session_state,
             access=access,
-            access_expires_at=check_expires_at(outcome.access_expires_at),
+            access_ttl=_lifetime(outcome.access_expires_in, "access_expires_in") or timedelta(0),
             now=self._clock(),
         )
         return await self._backend.record_refresh(write)

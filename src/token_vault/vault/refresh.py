@@ -10,9 +10,9 @@ storage rows itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from token_vault.vault.entry import VaultEntry, mask
+from token_vault.vault.entry import TokenType, VaultEntry, mask
 
 __all__ = ["CachedAccessToken", "RefreshLease", "RefreshOutcome", "RefreshState"]
 
@@ -36,18 +36,21 @@ class CachedAccessToken:
 
 @dataclass(frozen=True, slots=True)
 class RefreshState:
-    """What decides whether an entry must be refreshed: its cached access token and
-    whether the provider has killed its grant."""
+    """What decides whether an entry must be refreshed: its cached access token, whether
+    the provider has killed its grant, and ``now`` by the clock the database keeps lease
+    and access-token times on (PostgreSQL's own, so replicas' clocks do not matter)."""
 
     entry_id: str
     user_id: str
+    token_type: TokenType
     needs_reauth: bool
     access: CachedAccessToken | None
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshLease:
-    """The right to refresh one entry at the provider, until ``expires_at``.
+    """The right to refresh one entry at the provider for ``lease`` (renewable).
 
     ``entry`` is the entry as it was when the lease was taken (its refresh token
     decrypted), so a refresh another process finished just before is seen. Give the lease
@@ -56,7 +59,7 @@ class RefreshLease:
     """
 
     owner: str
-    expires_at: datetime
+    lease: timedelta
     entry: VaultEntry
     state: RefreshState
     nonce: bytes = field(repr=False)  # what the entry held: writes apply only if unchanged
@@ -67,12 +70,12 @@ class RefreshOutcome:
     """What the provider answered to a refresh, as the vault records it.
 
     ``refresh_token`` is ``None`` when the provider sent none (the stored one stays);
-    ``refresh_expires_at`` is ``None`` when the provider did not say (the stored expiry
-    stays).
+    ``refresh_expires_in`` is ``None`` when the provider did not say (the stored expiry
+    stays). Lifetimes are relative: the database dates them on its own clock.
     """
 
     access_token: str = field(repr=False)
-    access_expires_at: datetime
+    access_expires_in: timedelta
     refresh_token: str | None = field(default=None, repr=False)
-    refresh_expires_at: datetime | None = None
+    refresh_expires_in: timedelta | None = None
     session_state: str | None = None

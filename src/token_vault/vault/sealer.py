@@ -6,7 +6,7 @@ cached access tokens are bound as type ``access`` of the same user.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from token_vault.crypto.keyring import Keyring, Sealed
 from token_vault.storage.record import StoredRow
@@ -59,10 +59,12 @@ class RowSealer:
         )
         return CachedAccessToken(token, row.access_expires_at.astimezone(UTC))
 
-    def state(self, row: StoredRow) -> RefreshState:
+    def state(self, row: StoredRow, now: datetime) -> RefreshState:
         return RefreshState(
             entry_id=row.id,
             user_id=row.user_id,
+            token_type=TokenType(row.token_type),
             needs_reauth=row.needs_reauth,
             access=None if row.needs_reauth else self.access(row),
+            now=now.astimezone(UTC),
         )
