@@ -26,7 +26,7 @@
 //   DEVPROVIDER_JWKS             path to a JWKS file with private signing key(s)
 //                                (default: one RSA key generated at start)
 //   DEVPROVIDER_COOKIE_KEYS      comma-separated cookie signing keys (default random)
-//   DEVPROVIDER_TEST_HOOKS       "1" enables /__test__/{stats,reset,fail}
+//   DEVPROVIDER_TEST_HOOKS       "1" enables /__test__/{stats,reset,fail,delay}
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -284,6 +284,8 @@ const stats = {
   backchannel_logout: { success: 0, error: 0 },
 };
 let failPlan = { status: 503, count: 0 };
+// Answer the next `count` token requests only after `ms` milliseconds (a slow provider).
+let delayPlan = { ms: 0, count: 0 };
 
 function resetStats() {
   stats.token_requests = {};
@@ -294,6 +296,7 @@ function resetStats() {
   stats.introspection_requests = 0;
   stats.backchannel_logout = { success: 0, error: 0 };
   failPlan = { status: 503, count: 0 };
+  delayPlan = { ms: 0, count: 0 };
 }
 
 function countToken(grantType) {
@@ -381,6 +384,15 @@ async function testHook(req, res, url) {
     failPlan = { status, count };
     return sendJson(res, 200, { ok: true, ...failPlan });
   }
+  if (hook === 'delay' && req.method === 'POST') {
+    const ms = Number.parseInt(url.searchParams.get('ms') || '0', 10);
+    const count = Number.parseInt(url.searchParams.get('count') || '1', 10);
+    if (!(ms >= 0 && ms <= 120000) || !(count >= 0)) {
+      return sendJson(res, 400, { error: 'ms must be 0-120000 and count >= 0' });
+    }
+    delayPlan = { ms, count };
+    return sendJson(res, 200, { ok: true, ...delayPlan });
+  }
   return sendJson(res, 404, { error: 'not_found' });
 }
 
@@ -402,6 +414,10 @@ const server = http.createServer(async (req, res) => {
           error_description: `injected failure (HTTP ${failPlan.status})`,
         });
         return;
+      }
+      if (TEST_HOOKS && delayPlan.count > 0 && req.method === 'POST' && url.pathname === TOKEN_PATH) {
+        delayPlan.count -= 1;
+        await new Promise((resolve) => setTimeout(resolve, delayPlan.ms));
       }
       req.originalUrl = req.url;
       req.url = req.url.slice(PREFIX.length) || '/';

@@ -1,4 +1,4 @@
-"""Logins that ask for offline access keep the token as an offline entry."""
+"""Offline access end to end: one entry per user and client, usable, outliving sign-out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.oidc_support import OidcWorld, oidc_world
-from token_vault import TokenType, TokenVault
+from token_vault import AccessTokens, OpenIDProvider, ReauthRequiredError, TokenType, TokenVault
 from token_vault.testing.pgcluster import PgCluster
 
 
@@ -27,14 +27,62 @@ def offline_world(
         yield opened
 
 
-async def test_offline_access_login_keeps_an_offline_entry_per_login(
+async def test_a_second_login_replaces_the_offline_entry_and_revokes_the_old_token(
     offline_world: OidcWorld,
 ) -> None:
-    browser = await asyncio.to_thread(offline_world.log_in, "olivia")
-    await asyncio.to_thread(offline_world.log_in, "olivia")
-    async with await TokenVault.open(offline_world.database_url, offline_world.keyring) as vault:
+    world = offline_world
+    first_browser = await asyncio.to_thread(world.log_in, "olivia")
+    async with await TokenVault.open(world.database_url, world.keyring) as vault:
+        [first] = await vault.list_tokens("olivia")
+        world.provider.reset_stats()
+        second_browser = await asyncio.to_thread(world.log_in, "olivia")
         entries = await vault.list_tokens("olivia")
-    assert [e.token_type for e in entries] == [TokenType.OFFLINE, TokenType.OFFLINE]
-    assert entries[0].token != entries[1].token
-    assert all(e.session_state for e in entries)
-    assert offline_world.session_of(browser)["entry_id"] == entries[0].id
+    assert [e.token_type for e in entries] == [TokenType.OFFLINE]
+    [second] = entries
+    assert second.id == first.id
+    assert second.token != first.token
+    assert second.client_id == world.settings.client_id
+    assert second.metadata["loginTime"] != first.metadata["loginTime"]
+    assert world.provider.stats()["revocation_requests"] == 1
+    assert world.session_of(first_browser)["entry_id"] == first.id
+    assert world.session_of(second_browser)["entry_id"] == first.id
+    # The replaced token is dead at the provider; the new one works.
+    provider = OpenIDProvider(world.settings)
+    try:
+        with pytest.raises(ReauthRequiredError):
+            await provider.refresh(first.token, user_id="olivia")
+    finally:
+        await provider.close()
+
+
+async def test_access_tokens_come_from_the_offline_entry_and_it_outlives_sign_out(
+    offline_world: OidcWorld,
+) -> None:
+    world = offline_world
+    browser = await asyncio.to_thread(world.log_in, "otto")
+    async with await TokenVault.open(world.database_url, world.keyring) as vault:
+        provider = OpenIDProvider(world.settings)
+        try:
+            tokens = AccessTokens(vault, provider)
+            forced = await tokens.refresh_now("otto")
+            assert forced.refreshed
+            [entry] = await vault.list_tokens("otto")
+            assert entry.metadata["refreshCount"] == 1
+            named = await tokens.get_access_token("otto", entry_id=entry.id)
+            assert named.token == forced.token
+
+            await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
+            whoami = await asyncio.to_thread(browser.get, f"{world.app_url}/")
+            assert whoami.json() == {"user_id": None}
+            [kept] = await vault.list_tokens("otto")
+            assert kept.id == entry.id
+            assert (await tokens.refresh_now("otto")).refreshed
+
+            browser = await asyncio.to_thread(world.log_in, "otto")
+            revoked = await asyncio.to_thread(browser.post, f"{world.app_url}/auth/offline/revoke")
+            assert revoked.status_code in (200, 303)
+            assert await vault.list_tokens("otto") == []
+            with pytest.raises(ReauthRequiredError):
+                await tokens.get_access_token("otto")
+        finally:
+            await provider.close()

@@ -38,6 +38,7 @@ __all__ = ["LoginSettings", "RelyingParty", "SessionUser", "login_routes"]
 log = logging.getLogger(__name__)
 
 OFFLINE_SCOPE = "offline_access"
+_PROFILE_CLAIMS = ("email", "name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ class RelyingParty:
         )
 
     def routes(self) -> list[Route]:
-        """The four routes, bound to this relying party."""
+        """The login routes, bound to this relying party."""
         return login_routes(lambda _: self, prefix=self.settings.prefix)
 
     def router(self) -> Router:
@@ -124,7 +125,7 @@ class RelyingParty:
             response: Response = await self._client.authorize_redirect(
                 request, self.settings.callback_url, **extra
             )
-        except (OAuthError, ProviderError, OSError) as exc:
+        except Exception as exc:  # the provider or its discovery document is unreachable
             log.warning("login could not start: %s", type(exc).__name__)
             status = http_status(ProviderUnavailableError()).code
             return PlainTextResponse("the identity provider is unavailable", status_code=status)
@@ -139,7 +140,7 @@ class RelyingParty:
         except Exception as exc:  # a network error or an ID token that fails validation
             log.warning("login failed at callback: %s", type(exc).__name__)
             return PlainTextResponse("login failed", status_code=400)
-        claims = token.get("userinfo") or {}
+        claims = await self._claims(token)
         subject = claims.get("sub")
         refresh_token = token.get("refresh_token")
         if not isinstance(subject, str) or not isinstance(refresh_token, str):
@@ -155,6 +156,21 @@ class RelyingParty:
         request.session["entry_id"] = entry_id
         return RedirectResponse(self.settings.after_login, status_code=303)
 
+    async def _claims(self, token: dict[str, Any]) -> dict[str, Any]:
+        """The ID token's claims, completed from the userinfo endpoint when the ID token
+        lacks the profile (many providers put ``email`` and ``name`` only there)."""
+        claims: dict[str, Any] = dict(token.get("userinfo") or {})
+        if all(claims.get(name) for name in _PROFILE_CLAIMS):
+            return claims
+        try:
+            extra = await self._client.userinfo(token=token)
+        except Exception as exc:  # the profile is nice to have; the login goes on
+            log.info("userinfo not available: %s", type(exc).__name__)
+            return claims
+        if not isinstance(extra, dict) or extra.get("sub") != claims.get("sub"):
+            return claims  # OpenID Connect Core 5.3.4: a different sub is not this user
+        return {**extra, **{k: v for k, v in claims.items() if v is not None}}
+
     async def _store_login(
         self, subject: str, refresh_token: str, token: dict[str, Any], claims: dict[str, Any]
     ) -> str:
@@ -169,18 +185,24 @@ class RelyingParty:
         metadata = {
             "email": claims.get("email"),
             "name": claims.get("name"),
+            "username": claims.get("preferred_username"),
             "provider": self.settings.provider_name,
             "loginTime": metadata_stamp(now),
         }
         if OFFLINE_SCOPE in str(token.get("scope", "")).split():
-            return await self.vault.store(
+            # Offline access: one entry per user and client, replaced by each login; the
+            # token it replaces is revoked so grants do not pile up at the provider.
+            entry_id, replaced = await self.vault.replace_offline_token(
                 subject,
+                self.provider.settings.client_id,
                 refresh_token,
-                token_type=TokenType.OFFLINE,
-                expires_at=now + refresh_ttl,
-                session_state=session_id,
-                metadata=metadata,
+                now + refresh_ttl,
+                session_id,
+                metadata,
             )
+            if replaced is not None:
+                await self._revoke(replaced)
+            return entry_id
         access_token = token.get("access_token")
         expires_in = token.get("expires_in")
         access_expires_at = None
@@ -201,7 +223,16 @@ class RelyingParty:
             self._on_store()
         return entry_id
 
+    async def _revoke(self, token: str) -> None:
+        """Revoke at the provider, best effort: a provider that is down stops nothing."""
+        try:
+            await self.provider.revoke(token)
+        except ProviderError as exc:
+            log.warning("provider revocation failed: %s", type(exc).__name__)
+
     async def logout(self, request: Request) -> Response:
+        """Sign out: the browser session and its refresh entry end; offline entries, made
+        to outlive sign-out, stay (``/offline/revoke`` ends them)."""
         user = self.current_user(request)
         request.session.clear()
         if user is not None:
@@ -210,11 +241,8 @@ class RelyingParty:
                 entry = await self.vault.retrieve(user.entry_id)
             except VaultError as exc:
                 log.warning("logout could not read the entry: %s", type(exc).__name__)
-            if entry is not None:
-                try:
-                    await self.provider.revoke(entry.token)
-                except ProviderError as exc:  # a provider that is down does not stop logout
-                    log.warning("provider revocation failed: %s", type(exc).__name__)
+            if entry is not None and entry.token_type is TokenType.REFRESH:
+                await self._revoke(entry.token)
                 await self.vault.delete(entry.id)
         target = self.settings.after_logout
         if self.settings.end_provider_session:
@@ -230,6 +258,27 @@ class RelyingParty:
                 }
                 target = f"{end_session}?{urlencode(query)}"
         return RedirectResponse(target, status_code=303)
+
+    async def revoke_offline(self, request: Request) -> Response:
+        """ "Revoke offline access": the signed-in user's offline entries from this client
+        are revoked at the provider and deleted; the browser session stays."""
+        user = self.current_user(request)
+        if user is None:
+            return RedirectResponse(self.settings.after_logout, status_code=303)
+        client_id = self.provider.settings.client_id
+        try:
+            entries = await self.vault.list_tokens(user.user_id, TokenType.OFFLINE)
+            for entry in entries:
+                if entry.client_id == client_id:
+                    await self._revoke(entry.token)
+                    await self.vault.delete(entry.id)
+        except VaultError as exc:
+            log.warning("offline access could not be revoked: %s", type(exc).__name__)
+            status = http_status(exc).code
+            return PlainTextResponse("offline access could not be revoked", status_code=status)
+        if any(entry.id == user.entry_id for entry in entries):
+            request.session.clear()  # the session's own entry is gone
+        return RedirectResponse(self.settings.after_login, status_code=303)
 
     async def backchannel_logout(self, request: Request) -> Response:
         """OpenID Back-Channel Logout 1.0: 200 when done, 400 (nothing changed) otherwise."""
@@ -283,6 +332,7 @@ _ROUTES = (  # (path, handler name, methods)
     ("/login", "login", ["GET"]),
     ("/callback", "callback", ["GET"]),
     ("/logout", "logout", ["GET", "POST"]),
+    ("/offline/revoke", "revoke_offline", ["POST"]),
     ("/backchannel-logout", "backchannel_logout", ["POST"]),
 )
 

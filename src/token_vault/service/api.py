@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from token_vault.errors import NotFoundError
@@ -55,6 +55,7 @@ class EntryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     needs_reauth: bool
+    client_id: str | None = None
 
     @classmethod
     def of(cls, entry: VaultEntry) -> EntryOut:
@@ -69,6 +70,7 @@ class EntryOut(BaseModel):
             created_at=entry.created_at,
             updated_at=entry.updated_at,
             needs_reauth=entry.needs_reauth,
+            client_id=entry.client_id,
         )
 
 
@@ -96,25 +98,29 @@ class DeletedOut(BaseModel):
     deleted: int
 
 
-@router.post("/users/{user_id}/access-token", response_model=AccessTokenOut)
+@router.post("/users/{user_id:path}/access-token", response_model=AccessTokenOut)
 async def get_access_token(
-    user_id: str, caller: TokenTaker, services: ServicesDep
+    user_id: str,
+    caller: TokenTaker,
+    services: ServicesDep,
+    entry_id: Annotated[str | None, Query(description="take it from this entry")] = None,
 ) -> AccessTokenOut:
-    """A valid access token for the user, refreshed at the provider when needed."""
-    token = await services.access_tokens.get_access_token(user_id)
+    """A valid access token for the user, refreshed at the provider when needed: from
+    ``entry_id`` if given, else the refresh entry, else the newest live offline entry."""
+    token = await services.access_tokens.get_access_token(user_id, entry_id=entry_id)
     return AccessTokenOut(
         access_token=token.token, expires_at=token.expires_at, refreshed=token.refreshed
     )
 
 
-@router.get("/users/{user_id}/tokens", response_model=EntriesOut)
+@router.get("/users/{user_id:path}/tokens", response_model=EntriesOut)
 async def list_tokens(user_id: str, caller: Reader, services: ServicesDep) -> EntriesOut:
     """The user's entries, without their tokens."""
     entries = await services.vault.list_tokens(user_id)
     return EntriesOut(user_id=user_id, entries=[EntryOut.of(e) for e in entries])
 
 
-@router.put("/users/{user_id}/refresh-token", response_model=StoredOut)
+@router.put("/users/{user_id:path}/refresh-token", response_model=StoredOut)
 async def put_refresh_token(
     user_id: str, body: RefreshTokenIn, caller: Writer, services: ServicesDep
 ) -> StoredOut:
@@ -126,7 +132,7 @@ async def put_refresh_token(
     return StoredOut(id=entry_id)
 
 
-@router.delete("/users/{user_id}/tokens", response_model=DeletedOut)
+@router.delete("/users/{user_id:path}/tokens", response_model=DeletedOut)
 async def delete_user_tokens(user_id: str, caller: Deleter, services: ServicesDep) -> DeletedOut:
     """Delete every entry of the user."""
     return DeletedOut(deleted=await services.vault.delete_user(user_id))

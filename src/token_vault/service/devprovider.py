@@ -352,6 +352,10 @@ class DevProvider:
         """Zero the counters and cancel pending injected failures."""
         self._hook("POST", "reset")
 
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """Answer the next ``count`` token requests only after ``seconds`` (test hook)."""
+        self._hook("POST", "delay", {"ms": str(int(seconds * 1000)), "count": str(count)})
+
     def fail_next(self, status: int = 503, count: int = 1) -> None:
         """Make the next ``count`` token-endpoint requests answer HTTP ``status``."""
         self._hook("POST", "fail", {"status": str(status), "count": str(count)})

@@ -11,7 +11,7 @@ from token_vault.errors import VaultError
 from token_vault.oidc.routes import RelyingParty
 from token_vault.service.state import ServicesDep
 from token_vault.status import http_status
-from token_vault.vault.entry import VaultEntry, mask
+from token_vault.vault.entry import TokenType, VaultEntry, mask
 
 __all__ = ["router"]
 
@@ -43,6 +43,7 @@ def _entry_table(entry: VaultEntry) -> str:
     rows = [
         ("User", entry.user_id),
         ("Entry id", entry.id),
+        ("Token type", entry.token_type.value),
         ("Refresh token", mask(entry.token)),
         ("Session id", entry.session_state or "none"),
         ("Expires", entry.expires_at.isoformat(timespec="seconds")),
@@ -75,12 +76,52 @@ async def home(request: Request, services: ServicesDep) -> Response:
         request.session.clear()
         return RedirectResponse("/", status_code=303)
     notice = request.query_params.get("notice", "")
+    offline = [
+        e
+        for e in await services.vault.list_tokens(user.user_id, TokenType.OFFLINE)
+        if e.client_id is not None
+    ]
     return _page(
-        f"<p>Signed in as <strong id='user'>{escape(user.user_id)}</strong>.</p>"
+        f"<p>Signed in as <strong id='user'>{escape(_display_name(entry))}</strong>"
+        + (
+            f" <span class='note'>({escape(user.user_id)})</span>"
+            if _display_name(entry) != user.user_id
+            else ""
+        )
+        + ".</p>"
         + (f"<p class='note' id='notice'>{escape(notice)}</p>" if notice else "")
         + _entry_table(entry)
         + "<p><form method='post' action='/refresh'><button id='refresh'>Refresh now</button>"
         "</form> <a class='button secondary' id='sign-out' href='/auth/logout'>Sign out</a></p>"
+        + _offline_section(offline)
+    )
+
+
+def _display_name(entry: VaultEntry) -> str:
+    """Who is signed in, as people read it: the name, else the user name, else ``sub``."""
+    for key in ("name", "username"):
+        value = entry.metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return entry.user_id
+
+
+def _offline_section(entries: list[VaultEntry]) -> str:
+    if not entries:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{escape(e.id)}</code></td>"
+        f"<td>{escape(e.created_at.isoformat(timespec='seconds'))}</td>"
+        f"<td>{escape(e.expires_at.isoformat(timespec='seconds'))}</td></tr>"
+        for e in entries
+    )
+    return (
+        "<h2>Offline access</h2><p class='note'>These tokens outlive sign-out, so "
+        "services can act for you while you are away.</p>"
+        "<table id='offline'><tr><th>Entry</th><th>Granted</th><th>Expires</th></tr>"
+        f"{rows}</table><p><form method='post' action='/auth/offline/revoke'>"
+        "<button id='revoke-offline' class='secondary'>Revoke offline access</button>"
+        "</form></p>"
     )
 
 

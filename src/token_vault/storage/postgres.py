@@ -69,6 +69,38 @@ VALUES ($1, $2, $11, $3, $4, $5, $6, $7,
 RETURNING id
 """
 
+# A login with offline access: one offline entry per user and client, replaced in place
+# (same id, metadata merged), like the refresh upsert. $11: the client id.
+UPSERT_OFFLINE_TOKEN = """
+INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
+                             expires_at, session_state, metadata, created_at, updated_at,
+                             client_id)
+VALUES ($1, $2, 'offline', $3, $4, $5, $6, $7,
+        COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
+        $9, $9, $11)
+ON CONFLICT (user_id, client_id) WHERE token_type = 'offline' AND client_id IS NOT NULL
+DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
+              nonce = EXCLUDED.nonce,
+              key_id = EXCLUDED.key_id,
+              expires_at = EXCLUDED.expires_at,
+              session_state = EXCLUDED.session_state,
+              metadata = COALESCE(v.metadata, '{}'::jsonb)
+                         || COALESCE($8::jsonb, '{}'::jsonb)
+                         || jsonb_build_object('updatedAt', $10::text),
+              updated_at = EXCLUDED.updated_at,
+              needs_reauth = false,
+              access_ciphertext = NULL,
+              access_nonce = NULL,
+              access_key_id = NULL,
+              access_expires_at = NULL
+RETURNING id
+"""
+
+SELECT_CLIENT_OFFLINE = (
+    f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = $1 AND client_id = $2 "
+    "AND token_type = 'offline'"
+)
+
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = $1"
 SELECT_REFRESH_TOKEN = (
     f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = $1 AND token_type = 'refresh'"
@@ -340,6 +372,16 @@ class PostgresBackend:
             self._pool.fetchval(INSERT_TOKEN, *_params(row), row.token_type)
         )
         return entry_id
+
+    async def upsert_offline(self, row: NewRow) -> str:
+        entry_id: str = await self._run(
+            self._pool.fetchval(UPSERT_OFFLINE_TOKEN, *_params(row), row.client_id)
+        )
+        return entry_id
+
+    async def fetch_client_offline(self, user_id: str, client_id: str) -> StoredRow | None:
+        record = await self._run(self._pool.fetchrow(SELECT_CLIENT_OFFLINE, user_id, client_id))
+        return _row(record) if record is not None else None
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
         record = await self._run(self._pool.fetchrow(SELECT_BY_ID, entry_id))

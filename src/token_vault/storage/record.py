@@ -49,6 +49,7 @@ class NewRow:
     now: datetime
     access: Sealed | None = None
     access_expires_at: datetime | None = None
+    client_id: str | None = None  # offline entries kept per client (the login's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class StoredRow:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     needs_reauth: bool = False
+    client_id: str | None = None
 
 
 def stored_row(record: Sequence[Any], parse_time: Callable[[Any], datetime]) -> StoredRow:
@@ -127,6 +129,7 @@ def stored_row(record: Sequence[Any], parse_time: Callable[[Any], datetime]) -> 
         lease_owner=at("lease_owner"),
         lease_expires_at=time_or_none("lease_expires_at"),
         needs_reauth=bool(at("needs_reauth")),
+        client_id=at("client_id"),
     )
 
 
@@ -138,6 +141,10 @@ class Backend(Protocol):
     async def upsert_refresh(self, row: NewRow) -> str: ...
 
     async def insert(self, row: NewRow) -> str: ...
+
+    async def upsert_offline(self, row: NewRow) -> str: ...
+
+    async def fetch_client_offline(self, user_id: str, client_id: str) -> StoredRow | None: ...
 
     async def fetch(self, entry_id: str) -> StoredRow | None: ...
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "COLUMNS",
+    "OFFLINE_INDEX",
     "REFRESH_INDEX",
     "auth_vault",
     "column_position",
@@ -35,6 +36,8 @@ JSON = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 TIME = sa.Text().with_variant(sa.DateTime(timezone=True), "postgresql")
 
 REFRESH_INDEX = "auth_vault_user_id_token_type_unique_idx"
+OFFLINE_INDEX = "auth_vault_user_id_client_id_offline_idx"
+OFFLINE_PREDICATE = "token_type = 'offline' AND client_id IS NOT NULL"
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -61,6 +64,8 @@ auth_vault = sa.Table(
     sa.Column("lease_owner", sa.Text(), nullable=True),
     sa.Column("lease_expires_at", TIME, nullable=True),
     sa.Column("needs_reauth", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # The client an offline token was issued to, for offline access by login (0004).
+    sa.Column("client_id", sa.Text(), nullable=True),
     sa.CheckConstraint("token_type IN ('refresh', 'offline')", name="token_type"),
     sa.Index("auth_vault_user_id_idx", "user_id", "token_type"),
     sa.Index("auth_vault_session_state_idx", "session_state"),
@@ -73,6 +78,15 @@ auth_vault = sa.Table(
         unique=True,
         postgresql_where=sa.text("token_type = 'refresh'"),
         sqlite_where=sa.text("token_type = 'refresh'"),
+    ),
+    # At most one offline entry per user and client: a new login replaces it in place.
+    sa.Index(
+        OFFLINE_INDEX,
+        "user_id",
+        "client_id",
+        unique=True,
+        postgresql_where=sa.text(OFFLINE_PREDICATE),
+        sqlite_where=sa.text(OFFLINE_PREDICATE),
     ),
 )
 

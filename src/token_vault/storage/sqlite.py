@@ -63,6 +63,32 @@ VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9
 RETURNING id
 """
 
+UPSERT_OFFLINE_TOKEN = """
+INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
+                             expires_at, session_state, metadata, created_at, updated_at,
+                             client_id)
+VALUES (?1, ?2, 'offline', ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9, ?11)
+ON CONFLICT (user_id, client_id) WHERE token_type = 'offline' AND client_id IS NOT NULL
+DO UPDATE SET ciphertext = excluded.ciphertext,
+              nonce = excluded.nonce,
+              key_id = excluded.key_id,
+              expires_at = excluded.expires_at,
+              session_state = excluded.session_state,
+              metadata = vault_merge_metadata(v.metadata, ?8, ?10),
+              updated_at = excluded.updated_at,
+              needs_reauth = 0,
+              access_ciphertext = NULL,
+              access_nonce = NULL,
+              access_key_id = NULL,
+              access_expires_at = NULL
+RETURNING id
+"""
+
+SELECT_CLIENT_OFFLINE = (
+    f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = ?1 AND client_id = ?2 "
+    "AND token_type = 'offline'"
+)
+
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = ?1"
 SELECT_REFRESH_TOKEN = (
     f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = ?1 AND token_type = 'refresh'"
@@ -294,6 +320,17 @@ class SQLiteBackend:
     async def insert(self, row: NewRow) -> str:
         params = (*_params(row), row.token_type)
         return await self._run(lambda c: str(c.execute(INSERT_TOKEN, params).fetchall()[0][0]))
+
+    async def upsert_offline(self, row: NewRow) -> str:
+        params = (*_params(row), row.client_id)
+        return await self._run(
+            lambda c: str(c.execute(UPSERT_OFFLINE_TOKEN, params).fetchall()[0][0])
+        )
+
+    async def fetch_client_offline(self, user_id: str, client_id: str) -> StoredRow | None:
+        params = (user_id, client_id)
+        record = await self._run(lambda c: c.execute(SELECT_CLIENT_OFFLINE, params).fetchone())
+        return _row(record) if record is not None else None
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
         record = await self._run(lambda c: c.execute(SELECT_BY_ID, (entry_id,)).fetchone())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from token_vault.crypto.keyring import Keyring
-from token_vault.errors import ValidationError
+from token_vault.errors import DecryptionError, ValidationError
 from token_vault.storage import open_backend
 from token_vault.storage.migrate import head_revision
 from token_vault.storage.record import Backend, NewRow, RefreshWrite, StoredRow
@@ -192,6 +192,31 @@ class TokenVault:
             )
         row = self._new_row(user_id, token, kind, expires_at, session_state, metadata)
         return await self._backend.insert(row)
+
+    async def replace_offline_token(
+        self,
+        user_id: str,
+        client_id: str,
+        token: str,
+        expires_at: datetime,
+        session_state: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[str, str | None]:
+        """Store the offline token a login through ``client_id`` obtained, in place of the
+        one the user's previous login through that client left (same entry id, metadata
+        merged). Returns the entry id and the replaced token, if any and different, so
+        the caller can revoke it at the provider."""
+        client_id = check_identifier("client_id", client_id)
+        row = self._new_row(user_id, token, TokenType.OFFLINE, expires_at, session_state, metadata)
+        previous = await self._backend.fetch_client_offline(row.user_id, client_id)
+        replaced = None
+        if previous is not None:
+            try:
+                replaced = self._sealer.entry(previous).token
+            except DecryptionError:
+                replaced = None  # unreadable: nothing to revoke, overwrite it
+        entry_id = await self._backend.upsert_offline(replace(row, client_id=client_id))
+        return entry_id, replaced if replaced != token else None
 
     def _new_row(
         self,

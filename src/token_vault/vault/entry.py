@@ -40,6 +40,7 @@ class VaultEntry:
     updated_at: datetime
     needs_reauth: bool = False
     access_expires_at: datetime | None = None
+    client_id: str | None = None  # offline entries stored by a login: the client's id
 
     def __repr__(self) -> str:
         return (

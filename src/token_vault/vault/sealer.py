@@ -48,6 +48,7 @@ class RowSealer:
             access_expires_at=(
                 row.access_expires_at.astimezone(UTC) if row.access_expires_at else None
             ),
+            client_id=row.client_id,
         )
 
     def access(self, row: StoredRow) -> CachedAccessToken | None:
