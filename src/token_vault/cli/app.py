@@ -241,6 +241,10 @@ def serve(
     from token_vault.service.settings import ServiceSettings
 
     settings = ServiceSettings()
+    if host or port:  # the redirect URI follows --host/--port
+        settings = settings.model_copy(
+            update={"host": host or settings.host, "port": port or settings.port}
+        )
     configure_logging(settings.log_level)
     try:
         application = create_app(settings)
@@ -249,8 +253,8 @@ def serve(
         raise typer.Exit(exit_code_for(error)) from None
     uvicorn.run(
         application,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         access_log=False,
     )

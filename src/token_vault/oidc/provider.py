@@ -46,6 +46,9 @@ class ProviderSettings:
     timeout: float = 10.0
     attempts: int = 3
     backoff: float = 0.2
+    # Endpoints to use when the discovery document does not name them.
+    revocation_endpoint: str | None = None
+    end_session_endpoint: str | None = None
 
     @property
     def discovery_url(self) -> str:
@@ -150,16 +153,26 @@ class OpenIDProvider:
             async with self._lock:
                 if self._metadata is None:
                     document = await self._get_json(self.settings.discovery_url)
-                    if document.get("issuer") != self.settings.issuer:
+                    named = document.get("issuer")
+                    if named != self.settings.issuer:
                         raise ProviderResponseError(
-                            "discovery document names another issuer than configured"
+                            f"the provider's discovery document names the issuer {named!r}, "
+                            f"but {self.settings.issuer!r} is configured (they must match "
+                            "exactly, trailing slash included)"
                         )
                     self._metadata = document
         return self._metadata
 
     async def endpoint(self, name: str) -> str | None:
+        """An endpoint from discovery, else from the settings (revocation, end session)."""
         value = (await self.metadata()).get(name)
-        return value if isinstance(value, str) else None
+        if isinstance(value, str):
+            return value
+        configured = {
+            "revocation_endpoint": self.settings.revocation_endpoint,
+            "end_session_endpoint": self.settings.end_session_endpoint,
+        }
+        return configured.get(name)
 
     async def key_set(self, *, refetch: bool = False) -> KeySet:
         """The provider's signing keys; ``refetch`` reloads them (at most every 30 s)."""

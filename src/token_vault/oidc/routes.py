@@ -1,7 +1,8 @@
 """Login, callback, logout and back-channel logout, mountable in any Starlette/FastAPI app.
 
 The browser session (Starlette's signed-cookie ``SessionMiddleware``, which the app must
-install) holds only the user id and the vault entry id, never a token. During a login
+install) holds the user id, the vault entry id and the user's own ID token (for
+sign-out's ``id_token_hint``), never a refresh or access token. During a login
 Authlib also keeps the ``state``, ``nonce`` and PKCE verifier there until the callback.
 """
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE_SCOPE = "offline_access"
 _PROFILE_CLAIMS = ("email", "name")
+_MAX_ID_TOKEN_HINT = 2048  # keeps the signed session cookie under browsers' 4 KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,11 @@ class RelyingParty:
         request.session.clear()
         request.session["user_id"] = subject
         request.session["entry_id"] = entry_id
+        id_token = token.get("id_token")
+        if isinstance(id_token, str) and len(id_token) <= _MAX_ID_TOKEN_HINT:
+            # The user's own ID token, kept for sign-out's id_token_hint (no API accepts
+            # it as a credential), so the provider ends its session without asking.
+            request.session["id_token"] = id_token
         return RedirectResponse(self.settings.after_login, status_code=303)
 
     async def _claims(self, token: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +241,7 @@ class RelyingParty:
         """Sign out: the browser session and its refresh entry end; offline entries, made
         to outlive sign-out, stay (``/offline/revoke`` ends them)."""
         user = self.current_user(request)
+        id_token = request.session.get("id_token")
         request.session.clear()
         if user is not None:
             entry = None
@@ -256,6 +264,8 @@ class RelyingParty:
                     "client_id": self.provider.settings.client_id,
                     "post_logout_redirect_uri": after,
                 }
+                if isinstance(id_token, str):
+                    query["id_token_hint"] = id_token
                 target = f"{end_session}?{urlencode(query)}"
         return RedirectResponse(target, status_code=303)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 from token_vault import __version__
+from token_vault.errors import ProviderError
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider
 from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
@@ -24,12 +27,20 @@ from token_vault.vault.core import TokenVault
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+
 AUTH_PREFIX = "/auth"
+_PROVIDER_CHECK_SECONDS = 5.0
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     """Build the service; raises :class:`ConfigurationError` if the settings are not enough."""
     settings.require_valid()
+    if settings.uses_insecure_http():
+        log.warning(
+            "INSECURE: production on plain http (TOKEN_VAULT_INSECURE_HTTP=1): session "
+            "cookies and the provider's keys travel unprotected; for loopback tests only"
+        )
     metrics = Metrics()
 
     @asynccontextmanager
@@ -38,6 +49,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             settings.database(), settings.keyring(), pool_size=settings.pool_size
         )
         provider = OpenIDProvider(settings.provider())
+        try:
+            await asyncio.wait_for(provider.metadata(), timeout=_PROVIDER_CHECK_SECONDS)
+        except (ProviderError, TimeoutError) as exc:  # said now; /readyz says it too
+            log.error("the identity provider is not usable yet: %s", exc or "no answer")
         access = AccessTokens(
             vault,
             provider,

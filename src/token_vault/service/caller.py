@@ -7,16 +7,19 @@ each operation requires.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from token_vault.errors import ProviderError
+from token_vault.errors import ProviderError, ProviderUnavailableError
 from token_vault.oidc.provider import OpenIDProvider
 from token_vault.service.problem import AuthError
 
 __all__ = ["Caller", "CallerVerifier"]
+
+log = logging.getLogger(__name__)
 
 ACCESS_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")
 
@@ -43,7 +46,17 @@ class CallerVerifier:
         if kind.lower() != "bearer" or not token.strip():
             raise AuthError(401, "a bearer token is required", "invalid_request")
         try:
+            await self._provider.key_set()
+        except ProviderError as exc:
+            # Not the caller's fault: the provider's discovery or keys cannot be had.
+            log.error("caller tokens cannot be checked: %s", exc)
+            raise ProviderUnavailableError(
+                "the identity provider's keys are unavailable; try again later"
+            ) from None
+        try:
             decoded = await self._provider.decode_jwt(token.strip(), ACCESS_TOKEN_ALGORITHMS)
+        except ProviderUnavailableError:
+            raise
         except ProviderError:
             raise AuthError(401, "the bearer token is not valid", "invalid_token") from None
         registry = jwt.JWTClaimsRegistry(

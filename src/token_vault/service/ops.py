@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
+from token_vault.errors import ProviderError
 from token_vault.service.problem import problem
 from token_vault.service.state import ServicesDep
 
@@ -24,7 +25,8 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> Response:
-    """The database answers (through the vault's own pool) and its schema is current."""
+    """The database answers (through the vault's own pool), its schema is current, and
+    the identity provider's discovery document was read and names the configured issuer."""
     try:
         schema = await services.vault.schema_status()
     except Exception as exc:  # any failure to answer means "not ready"
@@ -32,6 +34,10 @@ async def readyz(services: ServicesDep) -> Response:
     if not schema.is_current:
         detail = f"schema at {schema.current or 'base'}, expected {schema.head}"
         return problem(503, "not-ready", "Service not ready", detail)
+    try:
+        await services.provider.metadata()
+    except ProviderError as exc:
+        return problem(503, "not-ready", "Service not ready", f"identity provider: {exc}")
     return JSONResponse({"status": "ready", "revision": schema.current})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 
@@ -25,6 +26,7 @@ SCOPES = {
     "delete": "vault:delete",
 }
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "dev-secret", "password", "xxx"}
 
 
@@ -42,6 +44,16 @@ class ServiceSettings(VaultSettings):
     oidc_client_secret: SecretStr | None = None
     oidc_scopes: str = "openid profile email"
     oidc_provider_name: str = "oidc"
+    oidc_revocation_endpoint: str | None = Field(
+        default=None, description="RFC 7009 revocation endpoint, when discovery lacks it"
+    )
+    oidc_end_session_endpoint: str | None = Field(
+        default=None, description="RP-initiated logout endpoint, when discovery lacks it"
+    )
+    insecure_http: bool = Field(
+        default=False,
+        description="allow plain-http issuer and public URL in production (loopback tests only)",
+    )
     api_audience: str = "token-vault"
     session_secret: SecretStr | None = None
     access_token_margin_seconds: int = Field(default=30, ge=0)
@@ -70,6 +82,8 @@ class ServiceSettings(VaultSettings):
             found.append(f"TOKEN_VAULT_DATABASE_URL: {exc}")
         if self.mode == "production" and "TOKEN_VAULT_DATABASE_URL" not in self._explicit():
             found.append("TOKEN_VAULT_DATABASE_URL: set it explicitly in production")
+        if self.mode == "production":
+            found.extend(self._url_problems())
         for name in ("oidc_issuer", "oidc_client_id"):
             if not getattr(self, name):
                 found.append(f"TOKEN_VAULT_{name.upper()}: required")
@@ -82,6 +96,42 @@ class ServiceSettings(VaultSettings):
         if len(session) < 32:
             found.append("TOKEN_VAULT_SESSION_SECRET: required, at least 32 characters")
         return found
+
+    def _url_problems(self) -> list[str]:
+        found: list[str] = []
+        if not self.public_url:
+            found.append(
+                "TOKEN_VAULT_PUBLIC_URL: required in production (the URL browsers use; "
+                "the redirect URI registered at the provider is derived from it)"
+            )
+        for name, url in (("PUBLIC_URL", self.public_url), ("OIDC_ISSUER", self.oidc_issuer)):
+            if not url or url.startswith("https://"):
+                continue
+            if not self.insecure_http:
+                found.append(
+                    f"TOKEN_VAULT_{name}: must be https:// in production "
+                    "(TOKEN_VAULT_INSECURE_HTTP=1 allows http for tests on loopback)"
+                )
+            elif (urlsplit(url).hostname or "") not in _LOOPBACK:
+                found.append(
+                    f"TOKEN_VAULT_{name}: plain http is allowed on loopback only "
+                    "(127.0.0.1, ::1, localhost), even with TOKEN_VAULT_INSECURE_HTTP=1"
+                )
+        return found
+
+    def uses_insecure_http(self) -> bool:
+        """Production running on plain http by ``TOKEN_VAULT_INSECURE_HTTP=1``."""
+        urls = (self.public_url or "", self.oidc_issuer or "")
+        return self.mode == "production" and any(u.startswith("http://") for u in urls)
+
+    def redirect_uris(self) -> dict[str, str]:
+        """The URIs to register at the provider for this service."""
+        base = self.base_url
+        return {
+            "redirect_uri": f"{base}/auth/callback",
+            "post_logout_redirect_uri": f"{base}/",
+            "backchannel_logout_uri": f"{base}/auth/backchannel-logout",
+        }
 
     def _explicit(self) -> set[str]:
         return {f"TOKEN_VAULT_{name.upper()}" for name in self.model_fields_set}
@@ -101,4 +151,6 @@ class ServiceSettings(VaultSettings):
             client_id=self.oidc_client_id,
             client_secret=self.oidc_client_secret.get_secret_value(),
             scopes=tuple(self.oidc_scopes.split()),
+            revocation_endpoint=self.oidc_revocation_endpoint,
+            end_session_endpoint=self.oidc_end_session_endpoint,
         )
