@@ -276,6 +276,30 @@ def stats() -> None:
         typer.echo("(no entries)")
 
 
+@app.command("doctor")
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """Check the configuration end to end; exit 1 if any check fails."""
+    import json
+
+    from token_vault.cli.doctor import run_checks
+    from token_vault.service.settings import ServiceSettings
+
+    checks = run(run_checks(ServiceSettings()))
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
+    else:
+        for check in checks:
+            typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+            if not check.ok and check.hint:
+                typer.echo(f"     fix: {check.hint}")
+        typer.echo("all checks passed" if not failed else f"{len(failed)} check(s) failed")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("demo")
 def demo() -> None:
     """A short walk-through of the library against the configured database."""

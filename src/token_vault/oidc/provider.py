@@ -260,6 +260,28 @@ class OpenIDProvider:
         response = await self._with_retries(attempt, "token endpoint", only_unsent=True)
         return TokenSet.from_response(response)
 
+    async def check_client_credentials(self) -> bool:
+        """Whether the token endpoint accepts this client's id and secret.
+
+        Sends a refresh grant with a token that cannot exist: an authenticated client
+        gets ``invalid_grant`` (or another grant error), a wrong secret ``invalid_client``.
+        """
+        token_endpoint = await self.endpoint("token_endpoint")
+        if token_endpoint is None:
+            raise ProviderResponseError("discovery document has no token_endpoint")
+        try:
+            response = await self._http.post(
+                token_endpoint,
+                data={"grant_type": "refresh_token", "refresh_token": "token-vault-doctor"},
+                auth=self._client_auth(),
+                headers={"Accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailableError(f"token endpoint: {type(exc).__name__}") from None
+        if response.status_code >= 500:
+            raise ProviderUnavailableError(f"token endpoint answered HTTP {response.status_code}")
+        return _oauth_error(response) not in ("invalid_client", "unauthorized_client")
+
     async def revoke(self, token: str, *, hint: str = "refresh_token") -> bool:
         """RFC 7009 revocation; ``False`` if the provider has no endpoint or is down."""
         endpoint = await self.endpoint("revocation_endpoint")
