@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests import leakcheck
+from tests.support import leakcheck
 
 
 def test_the_scan_finds_secrets_in_every_form() -> None:

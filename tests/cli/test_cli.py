@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import Databases
-from tests.test_migrations import write_raw
+from tests.support.cli import cli
+from tests.support.databases import Databases
+from tests.support.rows import write_raw
 from token_vault import Keyring, TokenVault
 from token_vault.storage import migrate
 from token_vault.storage.url import DatabaseURL
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_VAULT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "token_vault", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

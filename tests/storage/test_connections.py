@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import Databases
+from tests.support.databases import Databases
 from token_vault.storage.connections import ConnectionPool
 from token_vault.storage.url import DatabaseURL
 

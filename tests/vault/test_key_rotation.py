@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import BACKENDS, Databases
-from tests.test_cli import cli
+from tests.support.cli import cli
+from tests.support.databases import BACKENDS, Databases
 from token_vault import Key, Keyring, KeyringError, TokenVault
 from token_vault.vault.rotation import keys_in_use, rotate_keys
 

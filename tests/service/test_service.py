@@ -19,14 +19,14 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.oidc_support import CLIENT_ID, CLIENT_SECRET, serve, write_jwks
+from tests.support import ROOT
+from tests.support.oidc import CLIENT_ID, CLIENT_SECRET, serve, write_jwks
 from token_vault import Keyring, TokenVault, generate_key_spec
 from token_vault.service.app import create_app
-from token_vault.service.settings import ServiceSettings
 from token_vault.service.devprovider import DevProvider, free_port, login
+from token_vault.service.settings import ServiceSettings
 from token_vault.testing.pgcluster import PgCluster
 
-ROOT = Path(__file__).resolve().parents[1]
 CALLER_ID = "token-vault-caller"
 CALLER_SECRET = "caller-secret"
 PROBLEM = "application/problem+json"
