@@ -1,4 +1,10 @@
-"""Shared fixtures: a throwaway PostgreSQL cluster, fresh databases, a keyring, a vault."""
+"""Shared fixtures (a throwaway PostgreSQL cluster, fresh databases, a keyring, a vault)
+and the session's secret-leak watch (see tests/support/leakcheck.py).
+
+The leak watch is hooks, not a test: it starts when pytest configures the run and scans
+when the session finishes, so it covers whatever ran (the whole suite or one file) and
+cannot be deselected, skipped or ordered away. A leak makes the run fail.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,44 @@ from token_vault.storage import migrate
 from token_vault.storage.url import DatabaseURL
 from token_vault.testing.pgcluster import PgCluster
 
+LEAK_SCAN = pytest.StashKey[leakcheck.Scan]()
 
-@pytest.fixture(scope="session", autouse=True)
-def watch_for_secret_leaks() -> Iterator[None]:
-    """Record secrets and the places they must never reach (see tests/support/leakcheck.py)."""
-    with leakcheck.watching():
-        yield
+
+def pytest_configure() -> None:
+    """Record secrets and the places they must never reach, from the start of the run."""
+    leakcheck.start()
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown, which may still log
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Scan what this run recorded; a leak fails the run."""
+    scan = leakcheck.scan()
+    session.config.stash[LEAK_SCAN] = scan
+    if scan.failed and session.exitstatus in (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.NO_TESTS_COLLECTED,
+    ):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    scan = config.stash.get(LEAK_SCAN, None)
+    if scan is None:
+        terminalreporter.write_line("secret leak scan: did not run", red=True)
+        return
+    if scan.failed:
+        terminalreporter.write_sep("=", "secret leak scan failed", red=True)
+        for leak in scan.leaks:
+            terminalreporter.write_line(leak, red=True)
+    terminalreporter.write_line(
+        f"secret leak scan: {scan.summary()}", red=scan.failed, green=not scan.failed
+    )
+
+
+def pytest_unconfigure() -> None:
+    leakcheck.stop()
 
 
 @pytest.fixture(scope="session")
