@@ -22,6 +22,7 @@ def empty_url(request: pytest.FixtureRequest, databases: Databases) -> str:
     return databases.fresh(str(request.param), migrated=False)
 
 
+@pytest.mark.slow
 def test_keys_generate_prints_a_line_that_opens_the_vault(empty_url: str) -> None:
     generated = cli("keys", "generate", env={})
     assert generated.returncode == 0
@@ -36,6 +37,7 @@ def test_keys_generate_prints_a_line_that_opens_the_vault(empty_url: str) -> Non
     assert spec.split(",")[1].partition("=")[2] not in demo.stdout + demo.stderr
 
 
+@pytest.mark.slow
 def test_db_commands_walk_the_revisions(empty_url: str) -> None:
     env = {"TOKEN_VAULT_DATABASE_URL": empty_url}
     assert "current: base" in cli("db", "current", env=env).stdout
@@ -52,6 +54,7 @@ def test_db_commands_walk_the_revisions(empty_url: str) -> None:
         assert password not in up.stdout + down.stdout
 
 
+@pytest.mark.slow
 def test_db_check_and_dedupe(empty_url: str, keyring: Keyring) -> None:
     url = DatabaseURL.parse(empty_url)
     asyncio.run(migrate.upgrade(url, "0001"))

@@ -186,6 +186,7 @@ async def test_refresh_rotates_and_stores_the_new_token(
     assert reused.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.slow
 async def test_hundred_calls_from_four_processes_make_one_refresh(
     world: OidcWorld, store: TokenVault
 ) -> None:

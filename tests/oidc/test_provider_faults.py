@@ -155,6 +155,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_crash_between_provider_and_database_never_loops(
     world: OidcWorld, store: TokenVault
 ) -> None:

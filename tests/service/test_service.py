@@ -359,6 +359,7 @@ def test_production_refuses_to_start_and_names_what_is_missing() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 async def test_several_server_processes_make_one_refresh(
     service: Service, client: httpx.AsyncClient
 ) -> None:
@@ -415,6 +416,7 @@ async def test_several_server_processes_make_one_refresh(
             assert server.returncode == 0, err.decode()[-2000:]
 
 
+@pytest.mark.slow
 def test_dev_mode_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_VAULT_")}
@@ -459,6 +461,7 @@ CHROMIUM = Path(os.environ.get("TOKEN_VAULT_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("TOKEN_VAULT_REQUIRE_BROWSER"),
     reason="Debian's chromium is not installed (CI installs it and requires this test)",

@@ -30,6 +30,7 @@ async def fill(vault: TokenVault, count: int) -> dict[str, str]:
     return tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dialect", BACKENDS)
 async def test_rotation_under_traffic_loses_nothing(databases: Databases, dialect: str) -> None:
     url = databases.fresh(dialect)
@@ -116,6 +117,7 @@ async def test_rotation_resumes_after_an_interruption(databases: Databases) -> N
         new.without("new")
 
 
+@pytest.mark.slow
 def test_cli_rotation_and_key_removal(databases: Databases) -> None:
     url = databases.fresh("sqlite")
     old = Keyring([Key.generate("old")], primary="old")
