@@ -1,29 +1,64 @@
-"""Shared fixtures: a throwaway PostgreSQL cluster, fresh databases, a keyring, a vault."""
+"""Shared fixtures (a throwaway PostgreSQL cluster, fresh databases, a keyring, a vault)
+and the session's secret-leak watch (see tests/support/leakcheck.py).
+
+The leak watch is hooks, not a test: it starts when pytest configures the run and scans
+when the session finishes, so it covers whatever ran (the whole suite or one file) and
+cannot be deselected, skipped or ordered away. A leak makes the run fail.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests import leakcheck
+from tests.support import leakcheck
+from tests.support.databases import BACKENDS, Databases
 from token_vault import Key, Keyring, TokenVault
 from token_vault.storage import migrate
 from token_vault.storage.url import DatabaseURL
 from token_vault.testing.pgcluster import PgCluster
 
-BACKENDS = ["postgresql", "sqlite"]
+LEAK_SCAN = pytest.StashKey[leakcheck.Scan]()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def watch_for_secret_leaks() -> Iterator[None]:
-    """Record secrets and the places they must never reach (see tests/leakcheck.py)."""
-    with leakcheck.watching():
-        yield
+def pytest_configure() -> None:
+    """Record secrets and the places they must never reach, from the start of the run."""
+    leakcheck.start()
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown, which may still log
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Scan what this run recorded; a leak fails the run."""
+    scan = leakcheck.scan()
+    session.config.stash[LEAK_SCAN] = scan
+    if scan.failed and session.exitstatus in (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.NO_TESTS_COLLECTED,
+    ):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    scan = config.stash.get(LEAK_SCAN, None)
+    if scan is None:
+        terminalreporter.write_line("secret leak scan: did not run", red=True)
+        return
+    if scan.failed:
+        terminalreporter.write_sep("=", "secret leak scan failed", red=True)
+        for leak in scan.leaks:
+            terminalreporter.write_line(leak, red=True)
+    terminalreporter.write_line(
+        f"secret leak scan: {scan.summary()}", red=scan.failed, green=not scan.failed
+    )
+
+
+def pytest_unconfigure() -> None:
+    leakcheck.stop()
 
 
 @pytest.fixture(scope="session")
@@ -38,27 +73,6 @@ def pg_cluster() -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-class Databases:
-    """Makes fresh, migrated (or empty) databases on either backend."""
-
-    def __init__(self, cluster: PgCluster, tmp_path: Path) -> None:
-        self.cluster = cluster
-        self.tmp_path = tmp_path
-
-    def fresh(self, dialect: str, *, migrated: bool = True) -> str:
-        name = f"t_{secrets.token_hex(6)}"
-        if dialect == "postgresql":
-            template = "template_vault" if migrated else "template0"
-            self.cluster.psql(f"CREATE DATABASE {name} TEMPLATE {template}", database="postgres")
-            return self.cluster.url_for(name)
-        url = f"sqlite:///{self.tmp_path / (name + '.db')}"
-        if migrated:
-            # A thread of its own, so this also works from inside a running event loop.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pool.submit(asyncio.run, migrate.upgrade(DatabaseURL.parse(url))).result()
-        return url
 
 
 @pytest.fixture

@@ -472,6 +472,7 @@ class VaultMachine(RuleBasedStateMachine):
             self.list_tokens(user_id, None)
 
 
+@pytest.mark.slow
 def test_vault_behaves_like_its_model(harness: Harness) -> None:
     class Machine(VaultMachine):
         pass

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import BACKENDS, Databases
-from tests.test_cli import cli
+from tests.support.cli import cli
+from tests.support.databases import BACKENDS, Databases
 from token_vault import Key, Keyring, KeyringError, TokenVault
 
 EXPIRES = datetime(2031, 1, 1, tzinfo=UTC)
@@ -29,6 +29,7 @@ async def fill(vault: TokenVault, count: int) -> dict[str, str]:
     return tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dialect", BACKENDS)
 async def test_rotation_under_traffic_loses_nothing(databases: Databases, dialect: str) -> None:
     url = databases.fresh(dialect)
@@ -115,6 +116,7 @@ async def test_rotation_resumes_after_an_interruption(databases: Databases) -> N
         new.without("new")
 
 
+@pytest.mark.slow
 def test_cli_rotation_and_key_removal(databases: Databases) -> None:
     url = databases.fresh("sqlite")
     old = Keyring([Key.generate("old")], primary="old")

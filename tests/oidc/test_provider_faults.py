@@ -14,14 +14,14 @@ import secrets
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.oidc_support import (
+from tests.support import ROOT
+from tests.support.oidc import (
     CLIENT_ID,
     CLIENT_SECRET,
     OidcWorld,
@@ -38,8 +38,6 @@ from token_vault import (
     TokenVault,
 )
 from token_vault.testing.pgcluster import PgCluster
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class FaultyTransport(httpx.AsyncBaseTransport):
@@ -162,6 +160,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_crash_between_provider_and_database_never_loops(
     world: OidcWorld, store: TokenVault
 ) -> None:

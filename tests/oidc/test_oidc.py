@@ -11,14 +11,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from tests.oidc_support import (
+from tests.support import ROOT
+from tests.support.oidc import (
     CLIENT_ID,
     CLIENT_SECRET,
     OidcWorld,
@@ -31,8 +31,6 @@ from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider
 from token_vault.service.devprovider import logout as provider_logout
 from token_vault.testing.pgcluster import PgCluster
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +187,7 @@ async def test_refresh_rotates_and_stores_the_new_token(
     assert reused.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.slow
 async def test_hundred_calls_from_four_processes_make_one_refresh(
     world: OidcWorld, store: TokenVault
 ) -> None:
@@ -211,7 +210,7 @@ async def test_hundred_calls_from_four_processes_make_one_refresh(
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tests.access_worker",
+            "tests.support.access_worker",
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

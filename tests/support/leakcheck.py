@@ -1,6 +1,7 @@
 """Watches the whole test session for secrets where they must never appear.
 
-Installed by ``tests/conftest.py`` for the session:
+Started by ``tests/conftest.py`` when pytest configures the run, and scanned when the
+session finishes (``pytest_sessionfinish``), whichever tests ran and in whatever order:
 
 * every refresh/offline token the vault seals, every key's material and every database
   password are recorded as secrets (by wrapping the keyring's ``seal``, ``Key`` creation
@@ -9,8 +10,8 @@ Installed by ``tests/conftest.py`` for the session:
   ``VaultError`` and every body of a response the project's own apps send to an HTTP
   client in this process are recorded as places to look.
 
-``tests/test_zz_no_secret_leaks.py`` runs last and scans the places for the secrets,
-raw, base64 (standard and URL-safe, with and without padding) and URL-encoded.
+:func:`scan` looks for the secrets in the places, raw, base64 (standard and URL-safe,
+with and without padding) and URL-encoded. A leak fails the run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -30,6 +32,7 @@ from token_vault.crypto import keyring as keyring_module
 
 SECRETS: set[str] = set()
 PLACES: list[tuple[str, str]] = []  # (where, text)
+_WATCH: list[ExitStack] = []  # the running watch, if any
 
 _MIN_LENGTH = 8  # shorter values ("t", "a") would match by chance
 
@@ -158,3 +161,47 @@ def find_leaks(secrets: set[str], places: list[tuple[str, str]]) -> list[str]:
             leaks.append(f"{n}:{where}: a secret of {length} chars")
             break
     return leaks
+
+
+def start() -> None:
+    """Install every recorder until :func:`stop` (for the test session)."""
+    if not _WATCH:
+        stack = ExitStack()
+        stack.enter_context(watching())
+        _WATCH.append(stack)
+
+
+def stop() -> None:
+    """Remove the recorders; what they recorded stays in SECRETS and PLACES."""
+    while _WATCH:
+        _WATCH.pop().close()
+
+
+def is_watching() -> bool:
+    return bool(_WATCH)
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The outcome of one scan: how much was looked at, and where secrets were found."""
+
+    places: int
+    secrets: int
+    leaks: list[str]
+    watching: bool
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.leaks) or not self.watching
+
+    def summary(self) -> str:
+        found = f"secrets found in {len(self.leaks)} place(s)" if self.leaks else "no leaks"
+        line = f"scanned {self.places} places for {self.secrets} secrets: {found}"
+        if not self.watching:
+            line += " (the leak watch was not running at the end of the session)"
+        return line
+
+
+def scan() -> Scan:
+    """Scan every place recorded so far for every secret recorded so far."""
+    return Scan(len(PLACES), len(SECRETS), find_leaks(SECRETS, PLACES), is_watching())

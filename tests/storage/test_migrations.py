@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import BACKENDS, Databases
+from tests.support.databases import BACKENDS, Databases
+from tests.support.rows import write_raw
 from token_vault import ConfigurationError, DuplicateRefreshTokensError, Keyring, TokenVault
 from token_vault.storage import migrate, open_backend
 from token_vault.storage.migrate import run_on_connection
-from token_vault.storage.record import NewRow
 from token_vault.storage.url import DatabaseURL
 
 INDEX = "auth_vault_user_id_token_type_unique_idx"
@@ -71,28 +70,6 @@ async def test_postgres_unique_index_is_valid_and_partial(databases: Databases) 
     assert valid
     assert "UNIQUE INDEX" in text
     assert "WHERE (token_type = 'refresh'::text)" in text
-
-
-async def write_raw(
-    url: DatabaseURL, keyring: Keyring, user: str, token_type: str, token: str, at: datetime
-) -> str:
-    """Write a row the way the old, index-less schema allowed: a plain insert."""
-    sealed = keyring.seal(token, user_id=user, token_type=token_type)
-    row = NewRow(
-        id=str(uuid.uuid4()),
-        user_id=user,
-        token_type=token_type,
-        sealed=sealed,
-        expires_at=at + timedelta(days=1),
-        session_state=None,
-        metadata_json=None,
-        now=at,
-    )
-    backend = await open_backend(url)
-    try:
-        return await backend.insert(row)
-    finally:
-        await backend.close()
 
 
 @pytest.mark.parametrize("dialect", BACKENDS)

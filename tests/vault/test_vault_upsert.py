@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
@@ -119,29 +122,71 @@ async def test_thousand_concurrent_upserts_over_fifty_users(
 async def test_concurrency_really_uses_many_connections(
     vault: TokenVault, database_url: str, pg_cluster: object
 ) -> None:
-    """On PostgreSQL the 1,000-call test above runs over at least 20 server connections."""
-    if not database_url.startswith("postgresql"):
-        return
-    seen: set[int] = set()
+    """The 1,000 calls above really run side by side, over the backend's connections.
+
+    On PostgreSQL they spread over at least 20 server connections. On SQLite they queue
+    on the vault's one connection: the process never holds a second handle on the file.
+    """
+    watching = True
 
     async def call(n: int) -> None:
         await vault.upsert_refresh_token(f"user-{n % 50}", "t", soon(), None, {str(n): n})
 
-    async def watch() -> None:
-        connection = await asyncpg.connect(database_url)
+    async def calls() -> None:
+        nonlocal watching
         try:
-            for _ in range(200):
-                rows = await connection.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid()"
-                )
-                seen.update(r["pid"] for r in rows)
-                await asyncio.sleep(0.005)
+            await asyncio.gather(*(call(n) for n in range(1000)))
         finally:
-            await connection.close()
+            watching = False
 
-    await asyncio.gather(watch(), *(call(n) for n in range(1000)))
-    assert len(seen) >= 20
+    if database_url.startswith("postgresql"):
+        seen = await asyncio.gather(watch_postgres(database_url, lambda: watching), calls())
+        assert len(seen[0]) >= 20
+    else:
+        path = DatabaseURL.parse(database_url).sqlite_path
+        seen = await asyncio.gather(watch_sqlite(path, lambda: watching), calls())
+        assert len(seen[0]) == 1, f"file descriptors open on the database: {seen[0]}"
+
+
+async def watch_postgres(database_url: str, watching: Callable[[], bool]) -> set[int]:
+    """The server processes (pids) that served this database while ``watching()``."""
+    seen: set[int] = set()
+    connection = await asyncpg.connect(database_url)
+    try:
+        while True:  # at least one look, however fast the calls are
+            rows = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            seen.update(r["pid"] for r in rows)
+            if not watching():
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        await connection.close()
+    return seen
+
+
+def handles_on(path: str) -> set[int]:
+    """This process's file descriptors open on the file at ``path`` (Linux)."""
+    target = Path(path).resolve()
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed since it was listed
+            if fd.resolve() == target:
+                found.add(int(fd.name))
+    return found
+
+
+async def watch_sqlite(path: str, watching: Callable[[], bool]) -> set[int]:
+    """This process's file descriptors open on the SQLite file while ``watching()``."""
+    seen: set[int] = set()
+    while True:  # at least one look, however fast the calls are
+        seen |= await asyncio.to_thread(handles_on, path)
+        if not watching():
+            break
+        await asyncio.sleep(0.005)
+    return seen
 
 
 async def test_offline_tokens_get_a_row_each_and_survive_refresh_upserts(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import Databases
-from tests.test_migrations import write_raw
+from tests.support.cli import cli
+from tests.support.databases import Databases
+from tests.support.rows import write_raw
 from token_vault import Keyring
 from token_vault.storage import migrate
 from token_vault.storage.url import DatabaseURL
@@ -19,23 +17,12 @@ from token_vault.storage.url import DatabaseURL
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_VAULT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "token_vault", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.fixture(params=["postgresql", "sqlite"])
 def empty_url(request: pytest.FixtureRequest, databases: Databases) -> str:
     return databases.fresh(str(request.param), migrated=False)
 
 
+@pytest.mark.slow
 def test_keys_generate_prints_a_line_that_opens_the_vault(empty_url: str) -> None:
     generated = cli("keys", "generate", env={})
     assert generated.returncode == 0
@@ -50,6 +37,7 @@ def test_keys_generate_prints_a_line_that_opens_the_vault(empty_url: str) -> Non
     assert spec.split(",")[1].partition("=")[2] not in demo.stdout + demo.stderr
 
 
+@pytest.mark.slow
 def test_db_commands_walk_the_revisions(empty_url: str) -> None:
     env = {"TOKEN_VAULT_DATABASE_URL": empty_url}
     assert "current: base" in cli("db", "current", env=env).stdout
@@ -66,6 +54,7 @@ def test_db_commands_walk_the_revisions(empty_url: str) -> None:
         assert password not in up.stdout + down.stdout
 
 
+@pytest.mark.slow
 def test_db_check_and_dedupe(empty_url: str, keyring: Keyring) -> None:
     url = DatabaseURL.parse(empty_url)
     asyncio.run(migrate.upgrade(url, "0001"))

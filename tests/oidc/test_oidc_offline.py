@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.oidc_support import OidcWorld, oidc_world
+from tests.support.oidc import OidcWorld, oidc_world
 from token_vault import AccessTokens, OpenIDProvider, ReauthRequiredError, TokenType, TokenVault
 from token_vault.testing.pgcluster import PgCluster
 

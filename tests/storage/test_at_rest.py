@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import Databases
+from tests.support.databases import Databases
 from token_vault import DecryptionError, Key, Keyring, TokenVault
 from token_vault.storage.url import DatabaseURL
 from token_vault.testing.pgcluster import PgCluster

@@ -19,7 +19,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.oidc_support import (
+from tests.support import ROOT
+from tests.support.oidc import (
     CLIENT_ID,
     CLIENT_SECRET,
     expire_cached_access_token,
@@ -32,7 +33,6 @@ from token_vault.service.devprovider import DevProvider, free_port, login
 from token_vault.service.settings import ServiceSettings
 from token_vault.testing.pgcluster import PgCluster
 
-ROOT = Path(__file__).resolve().parents[1]
 CALLER_ID = "token-vault-caller"
 CALLER_SECRET = "caller-secret"
 PROBLEM = "application/problem+json"
@@ -365,6 +365,7 @@ def test_production_refuses_to_start_and_names_what_is_missing() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 async def test_several_server_processes_make_one_refresh(
     service: Service, client: httpx.AsyncClient
 ) -> None:
@@ -418,6 +419,7 @@ async def test_several_server_processes_make_one_refresh(
             assert server.returncode == 0, err.decode()[-2000:]
 
 
+@pytest.mark.slow
 def test_dev_mode_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_VAULT_")}
@@ -462,6 +464,7 @@ CHROMIUM = Path(os.environ.get("TOKEN_VAULT_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("TOKEN_VAULT_REQUIRE_BROWSER"),
     reason="Debian's chromium is not installed (CI installs it and requires this test)",

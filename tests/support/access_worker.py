@@ -1,6 +1,6 @@
 """One of several processes asking for the same user's access token at the same moment.
 
-Run as ``python -m tests.access_worker`` with the settings in the environment; prints a
+Run as ``python -m tests.support.access_worker`` with the settings in the environment; prints a
 JSON object: the tokens obtained and the errors raised.
 """
 

@@ -1,0 +1,1 @@
+"""Tests of token_vault.cli: the `token-vault` command."""

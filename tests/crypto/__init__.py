@@ -1,0 +1,1 @@
+"""Tests of token_vault.crypto: the keyring."""

@@ -1,0 +1,1 @@
+"""Tests of token_vault.oidc: login, refresh, logout tokens, provider faults."""

@@ -1,0 +1,1 @@
+"""Tests of token_vault.service: the HTTP service, its processes and its pages."""
