@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from tests.support.databases import BACKENDS, Databases
 from tests.support.rows import write_raw
 from token_vault import ConfigurationError, DuplicateRefreshTokensError, Keyring, TokenVault
-from token_vault.storage import migrate, open_backend
+from token_vault.storage import migrate
 from token_vault.storage.migrate import run_on_connection
 from token_vault.storage.url import DatabaseURL
 
