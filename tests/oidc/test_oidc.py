@@ -112,10 +112,12 @@ async def test_login_stores_one_refresh_entry_with_session_metadata_and_expiry(
     before = datetime.now(UTC)
     browser = await log_in(world, "alice")
     session = world.session_of(browser)
-    assert set(session) == {"user_id", "entry_id"}
+    # The user's own ID token rides along for sign-out's id_token_hint; no other token.
+    assert set(session) == {"user_id", "entry_id", "id_token"}
     entries = await store.list_tokens("alice")
     assert len(entries) == 1
     entry = entries[0]
+    assert entry.token not in json.dumps(session)
     assert entry.id == session["entry_id"]
     assert entry.token_type is TokenType.REFRESH
     assert entry.token not in json.dumps(session)
@@ -302,6 +304,7 @@ async def test_logout_clears_the_entry_and_the_provider_session(
     response = await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
     assert response.status_code == 303
     assert response.headers["location"].startswith(world.provider.end_session_endpoint)
+    assert "id_token_hint=" in response.headers["location"]  # no "confirm logout" page
     assert await store.get_refresh_token("gina") is None
     whoami = await asyncio.to_thread(browser.get, f"{world.app_url}/")
     assert whoami.json() == {"user_id": None}

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 from token_vault import Keyring, TokenVault, VaultError
 from token_vault.oidc.access import AccessTokens
@@ -18,11 +19,24 @@ from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
 
 async def main() -> None:
     env = os.environ
-    vault = await TokenVault.open(env["WORKER_DATABASE_URL"], Keyring.from_spec(env["WORKER_KEYS"]))
+    # WORKER_LEASE_SECONDS: a short lease; WORKER_CLOCK_OFFSET: a replica whose clock is off.
+    offset = timedelta(seconds=float(env.get("WORKER_CLOCK_OFFSET", "0")))
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset
+
+    vault = await TokenVault.open(
+        env["WORKER_DATABASE_URL"], Keyring.from_spec(env["WORKER_KEYS"]), clock=clock
+    )
     provider = OpenIDProvider(
         ProviderSettings(env["WORKER_ISSUER"], env["WORKER_CLIENT_ID"], env["WORKER_CLIENT_SECRET"])
     )
-    access = AccessTokens(vault, provider)
+    access = AccessTokens(
+        vault,
+        provider,
+        lease=timedelta(seconds=float(env.get("WORKER_LEASE_SECONDS", "60"))),
+        clock=clock,
+    )
     await provider.metadata()  # warm up, so every process starts on the same footing
     delay = float(env["WORKER_START_AT"]) - time.time()
     if delay > 0:
