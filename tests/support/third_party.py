@@ -28,22 +28,21 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 
+from token_vault.service.browser import parse_forms, submit, walk, without_query
 from token_vault.service.devprovider import free_port
+from token_vault.service.process import ProviderProcess, ProviderProcessError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
     from types import TracebackType
 
 __all__ = [
@@ -57,10 +56,9 @@ __all__ = [
 ]
 
 DOT_PROJECT_DIR = Path(__file__).resolve().parent / "dot_project"
-_MAX_LOGIN_STEPS = 20
 
 
-class ThirdPartyProviderError(RuntimeError):
+class ThirdPartyProviderError(ProviderProcessError):
     """A third-party provider could not be started or driven."""
 
 
@@ -119,8 +117,7 @@ class ThirdPartyProvider:
         self.port = port if port is not None else free_port(host)
         self.startup_timeout = startup_timeout
         self._directory: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_fd: int | None = None
+        self._process = ProviderProcess(self.name, startup_timeout=startup_timeout)
 
     # -- addresses -----------------------------------------------------------
 
@@ -145,7 +142,7 @@ class ThirdPartyProvider:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     @property
     def directory(self) -> Path | None:
@@ -174,74 +171,32 @@ class ThirdPartyProvider:
 
     def start(self) -> Self:
         """Start the process and wait (bounded) until discovery names our issuer."""
-        if self._process is not None:
+        if self._process.running:
             raise ThirdPartyProviderError(f"{self.name} already started")
         if not self.installed():
             raise ThirdPartyProviderError(f"{self.name} needs `pip install {self.package}`")
         self._directory = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         try:
             self._prepare(self._directory)
-            # An unlinked file, not a pipe: a full pipe would block the server.
-            fd, log_path = tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")
-            Path(log_path).unlink()
-            self._log_fd = fd
-            self._process = subprocess.Popen(
+            self._process.start(
                 self._command(self._directory),
                 cwd=self._directory,
                 env=self._environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=subprocess.STDOUT,
+                discovery_url=self.discovery_url,
+                issuer=self.issuer,
             )
-            self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer"
-        with httpx.Client(timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if self._process is None or self._process.poll() is not None:
-                    code = None if self._process is None else self._process.returncode
-                    raise ThirdPartyProviderError(
-                        f"{self.name} exited with {code} during startup:\n{self.output()}"
-                    )
-                try:
-                    resp = http.get(self.discovery_url)
-                    if resp.status_code == 200 and resp.json().get("issuer") == self.issuer:
-                        return
-                    last_error = f"HTTP {resp.status_code}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    last_error = type(exc).__name__
-                time.sleep(0.1)
-        raise ThirdPartyProviderError(
-            f"{self.name} not ready after {self.startup_timeout}s ({last_error}):\n{self.output()}"
-        )
-
     def output(self, limit: int = 8000) -> str:
         """The tail of the process's combined stdout/stderr (for diagnostics)."""
-        if self._log_fd is None:
-            return ""
-        size = os.fstat(self._log_fd).st_size
-        start = max(0, size - limit)
-        return os.pread(self._log_fd, size - start, start).decode("utf-8", errors="replace")
+        return self._process.output(limit)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (SIGKILL after ``timeout`` seconds), then remove the temp files."""
-        proc, self._process = self._process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
+        self._process.stop(timeout)
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
@@ -479,80 +434,9 @@ class DjangoOAuthToolkit(ThirdPartyProvider):
 # -- headless browser ---------------------------------------------------------
 
 
-@dataclass
-class _Form:
-    """One HTML form: where it goes and its named fields."""
-
-    action: str
-    method: str
-    fields: list[tuple[str, str, str]]  # (name, value, type)
-
-    def names(self) -> set[str]:
-        return {name for name, _, _ in self.fields}
-
-    def submit_value(self, name: str) -> str | None:
-        """The value of the submit button called ``name``, if the form has one."""
-        return next(
-            (value for n, value, kind in self.fields if n == name and kind == "submit"), None
-        )
-
-    def data(self) -> dict[str, str]:
-        """What a browser sends without pressing a named button."""
-        return {
-            name: value
-            for name, value, kind in self.fields
-            if kind not in ("submit", "button", "reset", "image")
-        }
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[_Form] = []
-        self._current: _Form | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = dict(attrs)
-        if tag == "form":
-            self._current = _Form(
-                attr.get("action") or "", (attr.get("method") or "get").lower(), []
-            )
-            self.forms.append(self._current)
-        elif tag in ("input", "button", "textarea") and self._current is not None:
-            name = attr.get("name")
-            if name:
-                kind = (attr.get("type") or ("submit" if tag == "button" else "text")).lower()
-                self._current.fields.append((name, attr.get("value") or "", kind))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._current = None
-
-
-def _forms(html: str) -> list[_Form]:
-    parser = _FormParser()
-    parser.feed(html)
-    parser.close()
-    return parser.forms
-
-
-def _without_query(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-def _submit(
-    browser: httpx.Client, page: httpx.Response, form: _Form, data: Mapping[str, str]
-) -> httpx.Response:
-    action = urljoin(str(page.url), form.action) if form.action else str(page.url)
-    if form.method == "post":
-        return browser.post(action, data=dict(data), follow_redirects=False)
-    return browser.get(action, params=dict(data), follow_redirects=False)
-
-
 def _unexpected(page: httpx.Response, what: str) -> ThirdPartyProviderError:
     return ThirdPartyProviderError(
-        f"{what}: HTTP {page.status_code} at {_without_query(str(page.url))}: {page.text[:500]}"
+        f"{what}: HTTP {page.status_code} at {without_query(str(page.url))}: {page.text[:500]}"
     )
 
 
@@ -570,30 +454,33 @@ def login(browser: httpx.Client, authorize_url: str, username: str, password: st
     redirect_uri = parse_qs(urlsplit(authorize_url).query).get("redirect_uri", [""])[0]
     if not redirect_uri:
         raise ValueError("the authorization request has no redirect_uri")
-    target = _without_query(redirect_uri)
-    page = browser.get(authorize_url, follow_redirects=False)
+    target = without_query(redirect_uri)
     credentials_sent = False
-    for _ in range(_MAX_LOGIN_STEPS):
-        if page.is_redirect:
-            location = urljoin(str(page.url), page.headers["location"])
-            if _without_query(location) == target:
-                return location
-            page = browser.get(location, follow_redirects=False)
-            continue
+
+    def on_page(page: httpx.Response) -> httpx.Response:
+        nonlocal credentials_sent
         if page.status_code != 200:
             raise _unexpected(page, "unexpected response during login")
-        forms = _forms(page.text)
+        forms = parse_forms(page.text)
         credentials = next((f for f in forms if "password" in f.names()), None)
         consent = next((f for f in forms if f.submit_value("allow") is not None), None)
         if credentials is not None:
             if credentials_sent:
                 raise _unexpected(page, f"the provider did not accept {username!r}")
-            data = {**credentials.data(), "username": username, "password": password}
             credentials_sent = True
-            page = _submit(browser, page, credentials, data)
-        elif consent is not None:
+            data = {**credentials.data(), "username": username, "password": password}
+            return submit(browser, page, credentials, data)
+        if consent is not None:
             data = {**consent.data(), "allow": consent.submit_value("allow") or ""}
-            page = _submit(browser, page, consent, data)
-        else:
-            raise _unexpected(page, "no login or consent form found")
-    raise ThirdPartyProviderError(f"gave up after {_MAX_LOGIN_STEPS} steps of login")
+            return submit(browser, page, consent, data)
+        raise _unexpected(page, "no login or consent form found")
+
+    first = browser.get(authorize_url, follow_redirects=False)
+    done = walk(
+        browser,
+        first,
+        lambda location: without_query(location) == target,
+        on_page,
+        error=ThirdPartyProviderError,
+    )
+    return urljoin(str(done.url), done.headers["location"])

@@ -13,7 +13,6 @@ from token_vault.errors import NotFoundError
 from token_vault.service.caller import Caller
 from token_vault.service.settings import SCOPES
 from token_vault.service.state import ServicesDep, get_services
-from token_vault.vault.entry import VaultEntry
 
 __all__ = ["router"]
 
@@ -43,7 +42,9 @@ class AccessTokenOut(BaseModel):
 
 
 class EntryOut(BaseModel):
-    """An entry's description: everything but the token."""
+    """An entry's description: everything but the token (read from a ``VaultEntry``)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     user_id: str
@@ -56,22 +57,6 @@ class EntryOut(BaseModel):
     updated_at: datetime
     needs_reauth: bool
     client_id: str | None = None
-
-    @classmethod
-    def of(cls, entry: VaultEntry) -> EntryOut:
-        return cls(
-            id=entry.id,
-            user_id=entry.user_id,
-            token_type=entry.token_type.value,
-            key_id=entry.key_id,
-            expires_at=entry.expires_at,
-            session_state=entry.session_state,
-            metadata=entry.metadata,
-            created_at=entry.created_at,
-            updated_at=entry.updated_at,
-            needs_reauth=entry.needs_reauth,
-            client_id=entry.client_id,
-        )
 
 
 class EntriesOut(BaseModel):
@@ -117,7 +102,7 @@ async def get_access_token(
 async def list_tokens(user_id: str, caller: Reader, services: ServicesDep) -> EntriesOut:
     """The user's entries, without their tokens."""
     entries = await services.vault.list_tokens(user_id)
-    return EntriesOut(user_id=user_id, entries=[EntryOut.of(e) for e in entries])
+    return EntriesOut(user_id=user_id, entries=[EntryOut.model_validate(e) for e in entries])
 
 
 @router.put("/users/{user_id:path}/refresh-token", response_model=StoredOut)

@@ -29,15 +29,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from token_vault.service.browser import parse_forms, submit, walk, without_query
+from token_vault.service.process import ProviderProcess, ProviderProcessError
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from types import TracebackType
 
 __all__ = [
@@ -62,10 +64,9 @@ DEFAULT_CALLER_CLIENT_ID = "token-vault-caller"
 DEFAULT_CALLER_CLIENT_SECRET = "caller-secret"  # noqa: S105 - public dev-only credential
 
 _OIDC_PATH = "protocol/openid-connect"
-_MAX_LOGIN_STEPS = 20
 
 
-class DevProviderError(RuntimeError):
+class DevProviderError(ProviderProcessError):
     """The dev provider could not be installed, started or driven."""
 
 
@@ -164,8 +165,7 @@ class DevProvider:
         self.test_hooks = test_hooks
         self.startup_timeout = startup_timeout
         self._directory = directory
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_fd: int | None = None
+        self._process = ProviderProcess("devprovider", startup_timeout=startup_timeout)
 
         env: dict[str, str] = {
             "PORT": str(self.port),
@@ -241,80 +241,31 @@ class DevProvider:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> Self:
         """Start the process and wait until discovery answers (bounded)."""
-        if self._process is not None:
+        if self._process.running:
             raise DevProviderError("dev provider already started")
         directory = ensure_installed(self._directory)
-        node = _executable("node", "TOKEN_VAULT_NODE")
-        env = {**os.environ, **self._env}
-        # An unlinked temp file (not a pipe: a full pipe would block the server).
-        fd, log_path = tempfile.mkstemp(prefix="devprovider-", suffix=".log")
-        Path(log_path).unlink()
-        self._log_fd = fd
-        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, resolved node
-            [node, str(directory / "server.mjs")],
+        self._process.start(
+            [_executable("node", "TOKEN_VAULT_NODE"), str(directory / "server.mjs")],
             cwd=directory,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=subprocess.STDOUT,
+            env={**os.environ, **self._env},
+            discovery_url=self.discovery_url,
+            issuer=self.issuer,
         )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
         return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer"
-        with httpx.Client(timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if self._process is None or self._process.poll() is not None:
-                    code = None if self._process is None else self._process.returncode
-                    raise DevProviderError(
-                        f"dev provider exited with {code} during startup:\n{self.output()}"
-                    )
-                try:
-                    resp = http.get(self.discovery_url)
-                    if resp.status_code == 200 and resp.json().get("issuer") == self.issuer:
-                        return
-                    last_error = f"HTTP {resp.status_code}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    last_error = type(exc).__name__
-                time.sleep(0.1)
-        raise DevProviderError(
-            f"dev provider not ready after {self.startup_timeout}s ({last_error}):\n{self.output()}"
-        )
 
     def output(self, limit: int = 8000) -> str:
         """The tail of the process's combined stdout/stderr (for diagnostics)."""
-        if self._log_fd is None:
-            return ""
-        size = os.fstat(self._log_fd).st_size
-        start = max(0, size - limit)
-        data = os.pread(self._log_fd, size - start, start)
-        return data[-limit:].decode("utf-8", errors="replace")
+        return self._process.output(limit)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the process: SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        proc, self._process = self._process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
+        self._process.stop(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -364,109 +315,9 @@ class DevProvider:
 # -- headless browser ---------------------------------------------------------
 
 
-class _Form:
-    def __init__(self, attrs: Mapping[str, str | None]) -> None:
-        self.action = attrs.get("action") or ""
-        self.method = (attrs.get("method") or "get").lower()
-        self.id = attrs.get("id") or ""
-        self.fields: list[tuple[str, str, str]] = []  # (name, value, type)
-
-    def names(self) -> set[str]:
-        return {name for name, _, _ in self.fields}
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[_Form] = []
-        self._current: _Form | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = dict(attrs)
-        if tag == "form":
-            self._current = _Form(attr)
-            self.forms.append(self._current)
-        elif tag in ("input", "button", "textarea", "select"):
-            name = attr.get("name")
-            if not name:
-                return
-            target = self._current
-            owner = attr.get("form")
-            if owner:
-                target = next((f for f in self.forms if f.id == owner), target)
-            if target is not None:
-                kind = (attr.get("type") or ("submit" if tag == "button" else "text")).lower()
-                target.fields.append((name, attr.get("value") or "", kind))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._current = None
-
-
-def _parse_forms(html: str) -> list[_Form]:
-    parser = _FormParser()
-    parser.feed(html)
-    parser.close()
-    return parser.forms
-
-
-def _strip_query(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-def _is_redirect(resp: httpx.Response) -> bool:
-    return resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers
-
-
-def _submit(
-    client: httpx.Client, page: httpx.Response, form: _Form, data: dict[str, str]
-) -> httpx.Response:
-    action = urljoin(str(page.url), form.action) if form.action else str(page.url)
-    if form.method == "post":
-        return client.post(action, data=data, follow_redirects=False)
-    return client.get(action, params=data, follow_redirects=False)
-
-
-def _form_data(form: _Form) -> dict[str, str]:
-    return {
-        name: value
-        for name, value, kind in form.fields
-        if kind not in ("submit", "button", "reset", "image")
-    }
-
-
-def _walk(
-    client: httpx.Client,
-    start: httpx.Response,
-    is_done: Callable[[str], bool],
-    on_page: Callable[[httpx.Response], httpx.Response | None],
-) -> httpx.Response:
-    """Follow redirects (not the final one) and let ``on_page`` submit forms.
-
-    Returns the redirect whose target satisfies ``is_done``, or the page for which
-    ``on_page`` returns ``None``.
-    """
-    resp = start
-    for _ in range(_MAX_LOGIN_STEPS):
-        if _is_redirect(resp):
-            location = urljoin(str(resp.url), resp.headers["location"])
-            if is_done(location):
-                return resp
-            resp = client.get(location, follow_redirects=False)
-            continue
-        following = on_page(resp)
-        if following is None:
-            return resp
-        resp = following
-    raise DevProviderError(
-        f"gave up after {_MAX_LOGIN_STEPS} steps (last: {_strip_query(str(resp.url))})"
-    )
-
-
 def _page_error(resp: httpx.Response, what: str) -> DevProviderError:
     return DevProviderError(
-        f"{what}: HTTP {resp.status_code} at {_strip_query(str(resp.url))}: {resp.text[:500]}"
+        f"{what}: HTTP {resp.status_code} at {without_query(str(resp.url))}: {resp.text[:500]}"
     )
 
 
@@ -485,27 +336,27 @@ def login(client: httpx.Client, authorize_url: str, username: str) -> httpx.Resp
 
     def is_done(location: str) -> bool:
         if redirect_uri:
-            return _strip_query(location) == _strip_query(redirect_uri)
+            return without_query(location) == without_query(redirect_uri)
         return urlsplit(location).netloc != provider_origin
 
     def on_page(page: httpx.Response) -> httpx.Response:
         if page.status_code != 200:
             raise _page_error(page, "unexpected response during login")
-        forms = _parse_forms(page.text)
+        forms = parse_forms(page.text)
         for form in forms:
             names = form.names()
-            data = _form_data(form)
+            data = form.data()
             if "login" in names:
                 data["login"] = username
                 if "password" in names:
                     data["password"] = "password"  # noqa: S105 - any password is accepted
-                return _submit(client, page, form, data)
+                return submit(client, page, form, data)
             if data.get("prompt") == "consent":
-                return _submit(client, page, form, data)
+                return submit(client, page, form, data)
         raise _page_error(page, "no login or consent form found")
 
     first = client.get(authorize_url, follow_redirects=False)
-    return _walk(client, first, is_done, on_page)
+    return walk(client, first, is_done, on_page, error=DevProviderError)
 
 
 def logout(
@@ -529,7 +380,7 @@ def logout(
 
     def is_done(location: str) -> bool:
         if target:
-            return _strip_query(location) == _strip_query(target)
+            return without_query(location) == without_query(target)
         return urlsplit(location).netloc != provider_origin
 
     def on_page(page: httpx.Response) -> httpx.Response | None:
@@ -538,16 +389,16 @@ def logout(
             return None
         if page.status_code != 200:
             raise _page_error(page, "unexpected response during logout")
-        for form in _parse_forms(page.text):
-            data = _form_data(form)
+        for form in parse_forms(page.text):
+            data = form.data()
             if "xsrf" in data:
                 data["logout"] = "yes"
                 confirmed = True
-                return _submit(client, page, form, data)
+                return submit(client, page, form, data)
         raise _page_error(page, "no logout confirmation form found")
 
     first = client.get(end_session_url, follow_redirects=False)
-    return _walk(client, first, is_done, on_page)
+    return walk(client, first, is_done, on_page, error=DevProviderError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
