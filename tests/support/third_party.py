@@ -38,12 +38,10 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 
 from token_vault.service.browser import parse_forms, submit, walk, without_query
-from token_vault.service.devprovider import free_port
-from token_vault.service.process import ProviderProcess, ProviderProcessError
+from token_vault.service.process import LocalProvider, ProviderProcessError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
 __all__ = [
     "DEFAULT_USERS",
@@ -83,7 +81,7 @@ DEFAULT_USERS: tuple[ProviderUser, ...] = (
 )
 
 
-class ThirdPartyProvider:
+class ThirdPartyProvider(LocalProvider):
     """What both providers share: temp dir, process, readiness, stop, headless login.
 
     Subclasses write their configuration in ``_prepare`` and name their command in
@@ -113,36 +111,15 @@ class ThirdPartyProvider:
         self.users = {user.username: user for user in users}
         self.client_id = client_id
         self.client_secret = client_secret or secrets.token_urlsafe(24)
-        self.host = host
-        self.port = port if port is not None else free_port(host)
-        self.startup_timeout = startup_timeout
+        super().__init__(self.name, host=host, port=port, startup_timeout=startup_timeout)
         self._directory: Path | None = None
-        self._process = ProviderProcess(self.name, startup_timeout=startup_timeout)
 
     # -- addresses -----------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port`` (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
-    def issuer(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
 
     @classmethod
     def installed(cls) -> bool:
         """Whether the provider's package is importable in this Python."""
         return importlib.util.find_spec(cls.module) is not None
-
-    @property
-    def running(self) -> bool:
-        return self._process.running
 
     @property
     def directory(self) -> Path | None:
@@ -171,46 +148,25 @@ class ThirdPartyProvider:
 
     def start(self) -> Self:
         """Start the process and wait (bounded) until discovery names our issuer."""
-        if self._process.running:
-            raise ThirdPartyProviderError(f"{self.name} already started")
         if not self.installed():
             raise ThirdPartyProviderError(f"{self.name} needs `pip install {self.package}`")
         self._directory = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         try:
             self._prepare(self._directory)
-            self._process.start(
-                self._command(self._directory),
-                cwd=self._directory,
-                env=self._environment(),
-                discovery_url=self.discovery_url,
-                issuer=self.issuer,
+            self._launch(
+                self._command(self._directory), cwd=self._directory, env=self._environment()
             )
         except BaseException:
             self.stop()
             raise
         return self
 
-    def output(self, limit: int = 8000) -> str:
-        """The tail of the process's combined stdout/stderr (for diagnostics)."""
-        return self._process.output(limit)
-
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (SIGKILL after ``timeout`` seconds), then remove the temp files."""
-        self._process.stop(timeout)
+        super().stop(timeout)
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- headless browser ----------------------------------------------------
 

@@ -24,7 +24,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from token_vault.service.browser import parse_forms, submit, walk, without_query
-from token_vault.service.process import ProviderProcess, ProviderProcessError
+from token_vault.service.process import LocalProvider, ProviderProcessError, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from types import TracebackType
 
 __all__ = [
     "DEFAULT_CALLER_CLIENT_ID",
@@ -120,15 +118,7 @@ def ensure_installed(directory: Path | None = None) -> Path:
     return root
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class DevProvider:
+class DevProvider(LocalProvider):
     """A running ``devprovider/server.mjs`` process (a context manager).
 
     Every ``*_ttl`` is in seconds; ``None`` keeps the server default (access 300,
@@ -159,13 +149,10 @@ class DevProvider:
         directory: Path | None = None,
         startup_timeout: float = 20.0,
     ) -> None:
-        self.host = host
-        self.port = port if port is not None else free_port(host)
+        super().__init__("devprovider", host=host, port=port, startup_timeout=startup_timeout)
         self.realm = realm
         self.test_hooks = test_hooks
-        self.startup_timeout = startup_timeout
         self._directory = directory
-        self._process = ProviderProcess("devprovider", startup_timeout=startup_timeout)
 
         env: dict[str, str] = {
             "PORT": str(self.port),
@@ -201,19 +188,9 @@ class DevProvider:
     # -- addresses -----------------------------------------------------------
 
     @property
-    def base_url(self) -> str:
-        """``http://host:port`` (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
     def issuer(self) -> str:
         """The issuer, ``http://host:port/realms/<realm>``."""
         return f"{self.base_url}/realms/{self.realm}"
-
-    @property
-    def discovery_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
 
     @property
     def authorization_endpoint(self) -> str:
@@ -239,44 +216,17 @@ class DevProvider:
     def userinfo_endpoint(self) -> str:
         return f"{self.issuer}/{_OIDC_PATH}/userinfo"
 
-    @property
-    def running(self) -> bool:
-        return self._process.running
-
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> Self:
         """Start the process and wait until discovery answers (bounded)."""
-        if self._process.running:
-            raise DevProviderError("dev provider already started")
         directory = ensure_installed(self._directory)
-        self._process.start(
+        self._launch(
             [_executable("node", "TOKEN_VAULT_NODE"), str(directory / "server.mjs")],
             cwd=directory,
             env={**os.environ, **self._env},
-            discovery_url=self.discovery_url,
-            issuer=self.issuer,
         )
         return self
-
-    def output(self, limit: int = 8000) -> str:
-        """The tail of the process's combined stdout/stderr (for diagnostics)."""
-        return self._process.output(limit)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the process: SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        self._process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- test hooks ----------------------------------------------------------
 

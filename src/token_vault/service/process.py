@@ -8,15 +8,47 @@ fails. Used by dev mode's provider and by tests that run other providers.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import httpx
 
-__all__ = ["ProviderProcess", "ProviderProcessError"]
+__all__ = ["LocalProvider", "ProviderProcess", "ProviderProcessError", "StartStop", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class StartStop:
+    """``with thing:`` starts it and stops it, whatever happens inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class ProviderProcessError(RuntimeError):
@@ -108,3 +140,48 @@ class ProviderProcess:
         if self._log_fd is not None:
             os.close(self._log_fd)
             self._log_fd = None
+
+
+class LocalProvider(StartStop):
+    """An OpenID provider served by a child process on ``host:port``; subclasses say
+    what the issuer is and how the process is started (see :meth:`_launch`)."""
+
+    def __init__(self, name: str, *, host: str, port: int | None, startup_timeout: float) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.startup_timeout = startup_timeout
+        self._process = ProviderProcess(name, startup_timeout=startup_timeout)
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (no trailing slash)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    @property
+    def running(self) -> bool:
+        return self._process.running
+
+    def _launch(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+        """Start ``argv`` and wait until discovery names the issuer."""
+        if self._process.running:
+            raise ProviderProcessError(f"{self._process.name} already started")
+        self._process.start(
+            argv, cwd=cwd, env=env, discovery_url=self.discovery_url, issuer=self.issuer
+        )
+
+    def output(self, limit: int = 8000) -> str:
+        """The tail of the process's combined stdout/stderr (for diagnostics)."""
+        return self._process.output(limit)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        self._process.stop(timeout)

@@ -17,7 +17,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
+
+from token_vault.service.process import StartStop
 
 __all__ = ["PgCluster", "find_bindir", "free_port"]
 
@@ -48,7 +50,7 @@ def find_bindir() -> Path:
     )
 
 
-class PgCluster:
+class PgCluster(StartStop):
     """Start with :meth:`start` (or ``with``); :attr:`url` is a ``postgresql://`` URL."""
 
     def __init__(
@@ -97,7 +99,7 @@ class PgCluster:
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
         )
 
-    def start(self) -> PgCluster:
+    def start(self) -> Self:
         self._tmp = Path(tempfile.mkdtemp(prefix="token-vault-pg-"))
         if os.geteuid() == 0:
             for name in ("postgres", "nobody"):
@@ -234,14 +236,3 @@ class PgCluster:
             )
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
-
-    def __enter__(self) -> PgCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
