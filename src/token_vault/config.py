@@ -35,8 +35,12 @@ class VaultSettings(BaseSettings):
     keys: SecretStr | None = Field(
         default=None, description="primary=ID,ID=BASE64,... (see `token-vault keys generate`)"
     )
-    keys_file: Path | None = Field(default=None, description="a file holding the key spec")
-    pool_size: int = Field(default=10, ge=1, le=200)
+    keys_file: Path | None = Field(
+        default=None, description="a file holding the key spec (instead of KEYS)"
+    )
+    pool_size: int = Field(
+        default=10, ge=1, le=200, description="PostgreSQL connections per process"
+    )
 
     async def open_vault(self, *, clock: Clock | None = None) -> TokenVault:
         """Open the vault these settings describe (database, keys, pool size)."""

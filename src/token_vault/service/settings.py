@@ -16,7 +16,7 @@ from token_vault.config import VaultSettings
 from token_vault.errors import ConfigurationError, VaultError
 from token_vault.oidc.provider import ProviderSettings
 
-__all__ = ["SCOPES", "ServiceSettings"]
+__all__ = ["SCOPES", "ServiceSettings", "settings_table"]
 
 # What each API operation requires of the calling service's token.
 SCOPES = {
@@ -33,17 +33,35 @@ _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "dev-secret", "password"
 class ServiceSettings(VaultSettings):
     """Everything ``token-vault serve`` needs."""
 
-    mode: Literal["production", "dev"] = "production"
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    public_url: str | None = Field(
-        default=None, description="the URL browsers use to reach this service"
+    mode: Literal["production", "dev"] = Field(
+        default="production",
+        description="`production` fails closed on missing or unsafe settings; `serve --dev` "
+        "sets `dev`",
     )
-    oidc_issuer: str | None = None
-    oidc_client_id: str | None = None
-    oidc_client_secret: SecretStr | None = None
-    oidc_scopes: str = "openid profile email"
-    oidc_provider_name: str = "oidc"
+    host: str = Field(default="127.0.0.1", description="interface `serve` binds")
+    port: int = Field(default=8000, ge=1, le=65535, description="port `serve` binds")
+    public_url: str | None = Field(
+        default=None,
+        description="the URL browsers use to reach this service (https; required in "
+        "production); the redirect URIs are derived from it",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="the provider's issuer, exactly as its discovery document writes it",
+    )
+    oidc_client_id: str | None = Field(
+        default=None, description="this service's confidential client at the provider"
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="that client's secret (client_secret_basic)"
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email",
+        description="scopes asked at sign-in; add `offline_access` for offline entries",
+    )
+    oidc_provider_name: str = Field(
+        default="oidc", description="the `provider` written into each entry's metadata"
+    )
     oidc_revocation_endpoint: str | None = Field(
         default=None, description="RFC 7009 revocation endpoint, when discovery lacks it"
     )
@@ -54,12 +72,27 @@ class ServiceSettings(VaultSettings):
         default=False,
         description="allow plain-http issuer and public URL in production (loopback tests only)",
     )
-    api_audience: str = "token-vault"
-    session_secret: SecretStr | None = None
-    access_token_margin_seconds: int = Field(default=30, ge=0)
-    refresh_lease_seconds: int = Field(default=60, ge=5)
-    default_refresh_ttl_days: int = Field(default=30, ge=1)
-    log_level: str = "INFO"
+    api_audience: str = Field(
+        default="token-vault", description="the `aud` callers' access tokens must carry"
+    )
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs the browser session cookie; 32+ characters"
+    )
+    access_token_margin_seconds: int = Field(
+        default=30, ge=0, description="refresh a cached access token this long before it lapses"
+    )
+    refresh_lease_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="one process refreshes a user at a time; its lease, renewed every third "
+        "of this while the provider answers",
+    )
+    default_refresh_ttl_days: int = Field(
+        default=30,
+        ge=1,
+        description="refresh-token lifetime assumed when the provider does not say",
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @property
     def base_url(self) -> str:
@@ -154,3 +187,16 @@ class ServiceSettings(VaultSettings):
             revocation_endpoint=self.oidc_revocation_endpoint,
             end_session_endpoint=self.oidc_end_session_endpoint,
         )
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table: variable, default, meaning (from the model)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in ServiceSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        shown = "" if default is None else f"`{default}`"
+        meaning = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `TOKEN_VAULT_{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
