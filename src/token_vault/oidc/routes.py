@@ -28,6 +28,7 @@ from token_vault.errors import (
     VaultError,
 )
 from token_vault.oidc.access import AccessTokens
+from token_vault.oidc.lifetime import refresh_lifetime
 from token_vault.oidc.logout_token import LogoutClaims, validate_logout_token
 from token_vault.oidc.provider import OpenIDProvider
 from token_vault.status import http_status
@@ -182,12 +183,9 @@ class RelyingParty:
         self, subject: str, refresh_token: str, token: dict[str, Any], claims: dict[str, Any]
     ) -> str:
         now = self._clock()
-        ttl = token.get("refresh_expires_in")
-        refresh_ttl = (
-            timedelta(seconds=int(ttl))
-            if isinstance(ttl, int | float) and ttl > 0
-            else self.settings.default_refresh_ttl
-        )
+        lifetime = refresh_lifetime(token.get("refresh_expires_in"), refresh_token, now)
+        # An unknown lifetime is shown as unknown; the default only bounds purging.
+        expires_at = lifetime.expires_at or now + self.settings.default_refresh_ttl
         session_id = claims.get("sid") or token.get("session_state")
         metadata = {
             "email": claims.get("email"),
@@ -195,6 +193,7 @@ class RelyingParty:
             "username": claims.get("preferred_username"),
             "provider": self.settings.provider_name,
             "loginTime": metadata_stamp(now),
+            "refreshExpiry": lifetime.source.value,
         }
         if OFFLINE_SCOPE in str(token.get("scope", "")).split():
             # Offline access: one entry per user and client, replaced by each login; the
@@ -203,7 +202,7 @@ class RelyingParty:
                 subject,
                 self.provider.settings.client_id,
                 refresh_token,
-                now + refresh_ttl,
+                expires_at,
                 session_id,
                 metadata,
             )
@@ -220,7 +219,7 @@ class RelyingParty:
         entry_id = await self.vault.upsert_refresh_token(
             subject,
             refresh_token,
-            now + refresh_ttl,
+            expires_at,
             session_id,
             metadata,
             access_token=access_token,

@@ -38,6 +38,17 @@ def _page(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+def _expiry(entry: VaultEntry) -> str:
+    """The refresh token's expiry as honestly as the provider told it."""
+    when = entry.expires_at.isoformat(timespec="seconds")
+    source = entry.metadata.get("refreshExpiry")
+    if source == "none":
+        return "never"
+    if source == "unknown":
+        return f"unknown (the provider did not say; purged after {when})"
+    return when
+
+
 def _entry_table(entry: VaultEntry) -> str:
     metadata = entry.metadata
     rows = [
@@ -46,7 +57,7 @@ def _entry_table(entry: VaultEntry) -> str:
         ("Token type", entry.token_type.value),
         ("Refresh token", mask(entry.token)),
         ("Session id", entry.session_state or "none"),
-        ("Expires", entry.expires_at.isoformat(timespec="seconds")),
+        ("Expires", _expiry(entry)),
         ("Refresh count", str(metadata.get("refreshCount", 0))),
         ("Last refresh", str(metadata.get("lastRefresh", "never"))),
         ("Needs new login", "yes" if entry.needs_reauth else "no"),
