@@ -221,6 +221,9 @@ def serve(
     ] = False,
     host: Annotated[str | None, typer.Option(help="interface (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    keep_alive: Annotated[
+        bool, typer.Option("--refresher", help="also run the keep-alive refresher")
+    ] = False,
 ) -> None:
     """Serve the web page and the API (production settings unless --dev)."""
     if dev:
@@ -241,10 +244,13 @@ def serve(
     from token_vault.service.settings import ServiceSettings
 
     settings = ServiceSettings()
-    if host or port:  # the redirect URI follows --host/--port
-        settings = settings.model_copy(
-            update={"host": host or settings.host, "port": port or settings.port}
-        )
+    settings = settings.model_copy(  # the redirect URI follows --host/--port
+        update={
+            "host": host or settings.host,
+            "port": port or settings.port,
+            "refresher": keep_alive or settings.refresher,
+        }
+    )
     configure_logging(settings.log_level)
     try:
         application = create_app(settings)
@@ -274,6 +280,54 @@ def stats() -> None:
         typer.echo(f"{token_type:<10}{entries:>10}{expired:>10}{reauth:>10}")
     if not rows:
         typer.echo("(no entries)")
+
+
+@app.command("refresher")
+def refresher_command(
+    once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False,
+) -> None:
+    """Keep entries alive: refresh those whose refresh token would lapse soon.
+
+    Safe with any number of replicas (the same lease as every refresh). Window, pace and
+    concurrency come from the TOKEN_VAULT_REFRESHER_* settings.
+    """
+    from collections import Counter
+    from datetime import timedelta
+
+    from token_vault.oidc.access import AccessTokens
+    from token_vault.oidc.provider import OpenIDProvider
+    from token_vault.service.app import refresher
+    from token_vault.service.settings import ServiceSettings
+
+    settings = ServiceSettings()
+
+    def show(outcomes: Counter[str], total: int) -> None:
+        done = sum(outcomes.values())
+        summary = ", ".join(f"{outcomes[k]} {k}" for k in sorted(outcomes))
+        sys.stderr.write(f"\rkeep-alive: {done}/{total} entries; {summary}   ")
+        sys.stderr.flush()
+
+    async def keep() -> Counter[str]:
+        async with await settings.open_vault() as vault:
+            provider = OpenIDProvider(settings.provider())
+            try:
+                access = AccessTokens(
+                    vault, provider, lease=timedelta(seconds=settings.refresh_lease_seconds)
+                )
+                keeper = refresher(vault, access, settings, None)
+                if once:
+                    return await keeper.run_once(show)
+                every = timedelta(seconds=settings.refresher_interval_seconds)
+                await keeper.run(every=every, progress=show)
+                return Counter()
+            finally:
+                await provider.close()
+
+    outcomes = run(keep())
+    sys.stderr.write("\n")
+    typer.echo(" ".join(f"{k}={outcomes[k]}" for k in sorted(outcomes)) or "nothing to do")
+    if outcomes["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command("doctor")

@@ -129,6 +129,35 @@ class AccessTokens:
             raise ReauthRequiredError(user_id, "invalid_grant")
         return await self._refresh(state, force=True)
 
+    async def keep_alive(self, user_id: str, entry_id: str, *, window: timedelta) -> str:
+        """Refresh the entry if its refresh token still lapses within ``window``.
+
+        Never waits for another process: ``"busy"`` when someone holds the lease,
+        ``"fresh"`` when someone refreshed it meanwhile. Otherwise ``"refreshed"``,
+        ``"needs_reauth"`` (the grant is dead) or ``"gone"``; provider and database
+        faults raise as usual.
+        """
+        state = await self._vault.refresh_state(user_id, entry_id=entry_id)
+        if state is None:
+            return "gone"
+        if state.needs_reauth:
+            return "needs_reauth"
+        lease = await self._vault.claim_refresh(state, self._owner, lease=self._lease)
+        if lease is None:
+            return "busy"
+        try:
+            if lease.state.needs_reauth:
+                return "needs_reauth"
+            if lease.entry.expires_at - lease.state.now > window:
+                return "fresh"
+            try:
+                await self._refresh_at_provider(lease)
+            except ReauthRequiredError:
+                return "needs_reauth"
+            return "refreshed"
+        finally:
+            await asyncio.shield(self._vault.release_refresh(lease))
+
     # -- deciding --------------------------------------------------------------------
 
     async def _state(self, user_id: str, entry_id: str | None) -> RefreshState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from token_vault import __version__
 from token_vault.errors import ProviderError
 from token_vault.oidc.access import AccessTokens
+from token_vault.oidc.keepalive import Refresher
 from token_vault.oidc.provider import OpenIDProvider
 from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
 from token_vault.service import api, ops, pages
@@ -25,12 +27,33 @@ from token_vault.service.settings import ServiceSettings
 from token_vault.service.state import Services, get_services
 from token_vault.vault.core import TokenVault
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "refresher"]
 
 log = logging.getLogger(__name__)
 
 AUTH_PREFIX = "/auth"
 _PROVIDER_CHECK_SECONDS = 5.0
+
+
+def refresher(
+    vault: TokenVault, access: AccessTokens, settings: ServiceSettings, metrics: Metrics | None
+) -> Refresher:
+    """The keep-alive refresher these settings describe."""
+    return Refresher(
+        vault,
+        access,
+        window=timedelta(seconds=settings.refresher_window_seconds),
+        concurrency=settings.refresher_concurrency,
+        rate=settings.refresher_rate,
+        observer=metrics.observe_keepalive if metrics is not None else None,
+    )
+
+
+async def keep_alive(
+    vault: TokenVault, access: AccessTokens, settings: ServiceSettings, metrics: Metrics
+) -> None:
+    every = timedelta(seconds=settings.refresher_interval_seconds)
+    await refresher(vault, access, settings, metrics).run(every=every)
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -77,9 +100,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             callers=CallerVerifier(provider, audience=settings.api_audience),
             metrics=metrics,
         )
+        keeper = None
+        if settings.refresher:
+            keeper = asyncio.create_task(
+                keep_alive(vault, access, settings, metrics), name="token-vault-refresher"
+            )
         try:
             yield
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             await provider.close()
             await vault.close()
 

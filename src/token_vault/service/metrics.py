@@ -26,6 +26,12 @@ class Metrics:
             "Latency of refresh requests to the provider",
             registry=self.registry,
         )
+        self.keepalive = Counter(
+            "token_vault_keepalive_total",
+            "Entries the keep-alive refresher handled, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.request_latency = Histogram(
             "token_vault_request_duration_seconds",
             "HTTP request latency",
@@ -36,6 +42,9 @@ class Metrics:
     def observe_refresh(self, outcome: str, seconds: float) -> None:
         self.refreshes.labels(outcome=outcome).inc()
         self.provider_latency.observe(seconds)
+
+    def observe_keepalive(self, outcome: str) -> None:
+        self.keepalive.labels(outcome=outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

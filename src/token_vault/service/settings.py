@@ -93,6 +93,22 @@ class ServiceSettings(VaultSettings):
         description="refresh-token lifetime assumed when the provider does not say",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    refresher: bool = Field(
+        default=False,
+        description="run the keep-alive refresher inside `serve` (also `serve --refresher`)",
+    )
+    refresher_window_seconds: int = Field(
+        default=600, ge=1, description="keep-alive refreshes entries lapsing within this"
+    )
+    refresher_interval_seconds: int = Field(
+        default=30, ge=1, description="seconds between keep-alive passes"
+    )
+    refresher_concurrency: int = Field(
+        default=4, ge=1, le=100, description="keep-alive refreshes at once"
+    )
+    refresher_rate: float = Field(
+        default=5.0, gt=0, description="keep-alive refreshes started per second, at most"
+    )
 
     @property
     def base_url(self) -> str:

@@ -101,6 +101,14 @@ SELECT_CLIENT_OFFLINE = (
     "AND token_type = 'offline'"
 )
 
+# Keep-alive: live entries whose refresh token lapses before $2, soonest first.
+SELECT_EXPIRING = """
+SELECT id, user_id, expires_at FROM auth_vault
+WHERE expires_at > $1 AND expires_at <= $2 AND NOT needs_reauth
+ORDER BY expires_at
+LIMIT $3
+"""
+
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = $1"
 SELECT_REFRESH_TOKEN = (
     f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = $1 AND token_type = 'refresh'"
@@ -382,6 +390,12 @@ class PostgresBackend:
     async def fetch_client_offline(self, user_id: str, client_id: str) -> StoredRow | None:
         record = await self._run(self._pool.fetchrow(SELECT_CLIENT_OFFLINE, user_id, client_id))
         return _row(record) if record is not None else None
+
+    async def fetch_expiring(
+        self, now: datetime, until: datetime, limit: int
+    ) -> list[tuple[str, str, datetime]]:
+        records = await self._run(self._pool.fetch(SELECT_EXPIRING, now, until, limit))
+        return [(r[0], r[1], r[2]) for r in records]
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
         record = await self._run(self._pool.fetchrow(SELECT_BY_ID, entry_id))

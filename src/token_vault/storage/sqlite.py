@@ -89,6 +89,13 @@ SELECT_CLIENT_OFFLINE = (
     "AND token_type = 'offline'"
 )
 
+SELECT_EXPIRING = """
+SELECT id, user_id, expires_at FROM auth_vault
+WHERE expires_at > ?1 AND expires_at <= ?2 AND NOT needs_reauth
+ORDER BY expires_at
+LIMIT ?3
+"""
+
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = ?1"
 SELECT_REFRESH_TOKEN = (
     f"SELECT {COLUMNS} FROM auth_vault WHERE user_id = ?1 AND token_type = 'refresh'"
@@ -331,6 +338,13 @@ class SQLiteBackend:
         params = (user_id, client_id)
         record = await self._run(lambda c: c.execute(SELECT_CLIENT_OFFLINE, params).fetchone())
         return _row(record) if record is not None else None
+
+    async def fetch_expiring(
+        self, now: datetime, until: datetime, limit: int
+    ) -> list[tuple[str, str, datetime]]:
+        params = (to_text(now), to_text(until), limit)
+        rows = await self._run(lambda c: c.execute(SELECT_EXPIRING, params).fetchall())
+        return [(str(r[0]), str(r[1]), datetime.fromisoformat(r[2])) for r in rows]
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
         record = await self._run(lambda c: c.execute(SELECT_BY_ID, (entry_id,)).fetchone())

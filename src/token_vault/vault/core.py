@@ -23,7 +23,7 @@ from token_vault.storage.record import Backend, NewRow, RefreshWrite, StoredRow
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
 from token_vault.vault import rotation
 from token_vault.vault.entry import TokenType, VaultEntry
-from token_vault.vault.refresh import RefreshLease, RefreshOutcome, RefreshState
+from token_vault.vault.refresh import ExpiringEntry, RefreshLease, RefreshOutcome, RefreshState
 from token_vault.vault.sealer import RowSealer
 from token_vault.vault.validation import (
     check_expires_at,
@@ -365,6 +365,17 @@ class TokenVault:
     async def release_refresh(self, lease: RefreshLease) -> None:
         """Give the lease back without writing (a no-op once the outcome was recorded)."""
         await self._backend.release_lease(lease.entry.id, lease.owner)
+
+    async def entries_expiring(
+        self, within: timedelta, *, limit: int = 1000
+    ) -> list[ExpiringEntry]:
+        """Live entries whose refresh token lapses within ``within``, soonest first
+        (expired ones and those needing a new login are left out)."""
+        now = self._clock()
+        rows = await self._backend.fetch_expiring(now, now + within, limit)
+        return [
+            ExpiringEntry(entry_id, user_id, at.astimezone(UTC)) for entry_id, user_id, at in rows
+        ]
 
     async def forget_access_token(self, entry_id: str) -> bool:
         """Drop an entry's cached access token, so the next caller refreshes."""

@@ -14,7 +14,13 @@ from datetime import datetime, timedelta
 
 from token_vault.vault.entry import TokenType, VaultEntry, mask
 
-__all__ = ["CachedAccessToken", "RefreshLease", "RefreshOutcome", "RefreshState"]
+__all__ = [
+    "CachedAccessToken",
+    "ExpiringEntry",
+    "RefreshLease",
+    "RefreshOutcome",
+    "RefreshState",
+]
 
 # Associated-data label of cached access tokens: not a row type, only a binding.
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a label, not a secret
@@ -79,3 +85,12 @@ class RefreshOutcome:
     refresh_token: str | None = field(default=None, repr=False)
     refresh_expires_in: timedelta | None = None
     session_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringEntry:
+    """An entry whose refresh token lapses soon (for keep-alive)."""
+
+    entry_id: str
+    user_id: str
+    expires_at: datetime
