@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,14 +13,17 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from tests.support import ROOT
 from tests.support.oidc import (
     CLIENT_ID,
     CLIENT_SECRET,
     OidcWorld,
+    assert_row_untouched,
+    due_for_refresh,
     expire_cached_access_token,
-    oidc_world,
+    run_access_workers,
     stored_row,
+    userinfo_status,
+    world_in_fresh_database,
 )
 from token_vault import ProviderUnavailableError, ReauthRequiredError, TokenType, TokenVault
 from token_vault.oidc.access import AccessTokens
@@ -35,22 +34,10 @@ from token_vault.testing.pgcluster import PgCluster
 
 @pytest.fixture(scope="module")
 def world(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcWorld]:
-    name = f"oidc_{secrets.token_hex(4)}"
-    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE template_vault", database="postgres")
-    with oidc_world(
-        pg_cluster.url_for(name),
-        tmp_path_factory.mktemp("oidc"),
-        access_token_ttl=300,
-        refresh_token_ttl=3600,
+    with world_in_fresh_database(
+        pg_cluster, tmp_path_factory.mktemp("oidc"), access_token_ttl=300, refresh_token_ttl=3600
     ) as opened:
         yield opened
-
-
-@pytest.fixture
-async def store(world: OidcWorld) -> AsyncIterator[TokenVault]:
-    vault = await TokenVault.open(world.database_url, world.keyring)
-    yield vault
-    await vault.close()
 
 
 @pytest.fixture
@@ -67,14 +54,6 @@ def tokens(store: TokenVault, provider: OpenIDProvider) -> AccessTokens:
 
 async def log_in(world: OidcWorld, username: str) -> httpx.Client:
     return await asyncio.to_thread(world.log_in, username)
-
-
-async def userinfo_status(world: OidcWorld, access_token: str) -> int:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(
-            world.provider.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
-        )
-    return response.status_code
 
 
 async def refresh_directly(world: OidcWorld, refresh_token: str) -> httpx.Response:
@@ -193,36 +172,11 @@ async def test_refresh_rotates_and_stores_the_new_token(
 async def test_hundred_calls_from_four_processes_make_one_refresh(
     world: OidcWorld, store: TokenVault
 ) -> None:
-    await log_in(world, "dave")
-    await expire_cached_access_token(store, "dave")
+    await due_for_refresh(world, store, "dave")
     world.provider.reset_stats()
     start_at = time.time() + 8
-    env = {
-        **os.environ,
-        "WORKER_DATABASE_URL": world.database_url,
-        "WORKER_KEYS": world.keyring.to_spec(),
-        "WORKER_ISSUER": world.provider.issuer,
-        "WORKER_CLIENT_ID": CLIENT_ID,
-        "WORKER_CLIENT_SECRET": CLIENT_SECRET,
-        "WORKER_USER": "dave",
-        "WORKER_START_AT": str(start_at),
-        "WORKER_CALLS": "25",
-    }
-    workers = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.support.access_worker",
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(4)
-    ]
-    outputs = [await worker.communicate() for worker in workers]
-    assert all(worker.returncode == 0 for worker in workers), [o[1][-2000:] for o in outputs]
-    results = [json.loads(out) for out, _ in outputs]
+    alike: list[dict[str, str]] = [{} for _ in range(4)]
+    results = await run_access_workers(world, "dave", *alike, calls=25, start_at=start_at)
     assert time.time() > start_at  # every worker waited for the common start
     tokens = [token for result in results for token in result["tokens"]]
     errors = [error for result in results for error in result["errors"]]
@@ -266,8 +220,7 @@ async def test_dead_grant_raises_reauth_required_without_retry(
 async def test_provider_5xx_is_not_retried_and_keeps_the_row(
     world: OidcWorld, store: TokenVault, tokens: AccessTokens
 ) -> None:
-    await log_in(world, "frank")
-    await expire_cached_access_token(store, "frank")
+    await due_for_refresh(world, store, "frank")
     before = await stored_row(world.database_url, "frank")
     world.provider.reset_stats()
     world.provider.fail_next(503, 10)
@@ -279,15 +232,7 @@ async def test_provider_5xx_is_not_retried_and_keeps_the_row(
     finally:
         world.provider.reset_stats()
     after = await stored_row(world.database_url, "frank")
-    assert before is not None
-    assert after is not None
-    assert (after.sealed, after.metadata, after.updated_at) == (
-        before.sealed,
-        before.metadata,
-        before.updated_at,
-    )
-    assert after.lease_owner is None
-    assert not after.needs_reauth
+    assert_row_untouched(before, after)
     # The provider is back: the same stored token still works.
     assert (await tokens.get_access_token("frank")).refreshed
 

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.oidc import OidcWorld, oidc_world
+from tests.support.oidc import OidcWorld, world_in_fresh_database
 from token_vault import AccessTokens, OpenIDProvider, ReauthRequiredError, TokenType, TokenVault
 from token_vault.testing.pgcluster import PgCluster
 
 
 @pytest.fixture(scope="module")
-def offline_world(
-    pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OidcWorld]:
-    name = f"offline_{secrets.token_hex(4)}"
-    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE template_vault", database="postgres")
-    with oidc_world(
-        pg_cluster.url_for(name),
+def world(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcWorld]:
+    """The app asks for offline access at every login."""
+    with world_in_fresh_database(
+        pg_cluster,
         tmp_path_factory.mktemp("offline"),
         scopes=("openid", "profile", "email", "offline_access"),
     ) as opened:
@@ -28,15 +24,13 @@ def offline_world(
 
 
 async def test_a_second_login_replaces_the_offline_entry_and_revokes_the_old_token(
-    offline_world: OidcWorld,
+    world: OidcWorld, store: TokenVault
 ) -> None:
-    world = offline_world
     first_browser = await asyncio.to_thread(world.log_in, "olivia")
-    async with await TokenVault.open(world.database_url, world.keyring) as vault:
-        [first] = await vault.list_tokens("olivia")
-        world.provider.reset_stats()
-        second_browser = await asyncio.to_thread(world.log_in, "olivia")
-        entries = await vault.list_tokens("olivia")
+    [first] = await store.list_tokens("olivia")
+    world.provider.reset_stats()
+    second_browser = await asyncio.to_thread(world.log_in, "olivia")
+    entries = await store.list_tokens("olivia")
     assert [e.token_type for e in entries] == [TokenType.OFFLINE]
     [second] = entries
     assert second.id == first.id
@@ -56,33 +50,31 @@ async def test_a_second_login_replaces_the_offline_entry_and_revokes_the_old_tok
 
 
 async def test_access_tokens_come_from_the_offline_entry_and_it_outlives_sign_out(
-    offline_world: OidcWorld,
+    world: OidcWorld, store: TokenVault
 ) -> None:
-    world = offline_world
     browser = await asyncio.to_thread(world.log_in, "otto")
-    async with await TokenVault.open(world.database_url, world.keyring) as vault:
-        provider = OpenIDProvider(world.settings)
-        try:
-            tokens = AccessTokens(vault, provider)
-            forced = await tokens.refresh_now("otto")
-            assert forced.refreshed
-            [entry] = await vault.list_tokens("otto")
-            assert entry.metadata["refreshCount"] == 1
-            named = await tokens.get_access_token("otto", entry_id=entry.id)
-            assert named.token == forced.token
+    provider = OpenIDProvider(world.settings)
+    try:
+        tokens = AccessTokens(store, provider)
+        forced = await tokens.refresh_now("otto")
+        assert forced.refreshed
+        [entry] = await store.list_tokens("otto")
+        assert entry.metadata["refreshCount"] == 1
+        named = await tokens.get_access_token("otto", entry_id=entry.id)
+        assert named.token == forced.token
 
-            await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
-            whoami = await asyncio.to_thread(browser.get, f"{world.app_url}/")
-            assert whoami.json() == {"user_id": None}
-            [kept] = await vault.list_tokens("otto")
-            assert kept.id == entry.id
-            assert (await tokens.refresh_now("otto")).refreshed
+        await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
+        whoami = await asyncio.to_thread(browser.get, f"{world.app_url}/")
+        assert whoami.json() == {"user_id": None}
+        [kept] = await store.list_tokens("otto")
+        assert kept.id == entry.id
+        assert (await tokens.refresh_now("otto")).refreshed
 
-            browser = await asyncio.to_thread(world.log_in, "otto")
-            revoked = await asyncio.to_thread(browser.post, f"{world.app_url}/auth/offline/revoke")
-            assert revoked.status_code in (200, 303)
-            assert await vault.list_tokens("otto") == []
-            with pytest.raises(ReauthRequiredError):
-                await tokens.get_access_token("otto")
-        finally:
-            await provider.close()
+        browser = await asyncio.to_thread(world.log_in, "otto")
+        revoked = await asyncio.to_thread(browser.post, f"{world.app_url}/auth/offline/revoke")
+        assert revoked.status_code in (200, 303)
+        assert await store.list_tokens("otto") == []
+        with pytest.raises(ReauthRequiredError):
+            await tokens.get_access_token("otto")
+    finally:
+        await provider.close()

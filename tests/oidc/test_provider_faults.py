@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import sys
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import httpx
@@ -25,8 +23,8 @@ from tests.support.oidc import (
     CLIENT_ID,
     CLIENT_SECRET,
     OidcWorld,
-    expire_cached_access_token,
-    oidc_world,
+    assert_row_untouched,
+    due_for_refresh,
     stored_row,
 )
 from token_vault import (
@@ -37,7 +35,6 @@ from token_vault import (
     ReauthRequiredError,
     TokenVault,
 )
-from token_vault.testing.pgcluster import PgCluster
 
 
 class FaultyTransport(httpx.AsyncBaseTransport):
@@ -79,21 +76,6 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         await self._real.aclose()
 
 
-@pytest.fixture(scope="module")
-def world(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcWorld]:
-    name = f"faults_{secrets.token_hex(4)}"
-    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE template_vault", database="postgres")
-    with oidc_world(pg_cluster.url_for(name), tmp_path_factory.mktemp("faults")) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def store(world: OidcWorld) -> AsyncIterator[TokenVault]:
-    vault = await TokenVault.open(world.database_url, world.keyring)
-    yield vault
-    await vault.close()
-
-
 @pytest.mark.parametrize(
     ("mode", "error", "calls"),
     [
@@ -111,8 +93,7 @@ async def test_provider_fault_gives_its_typed_error_and_keeps_the_row(
     world: OidcWorld, store: TokenVault, mode: str, error: type[Exception], calls: int
 ) -> None:
     user = f"fault-{mode}"
-    await asyncio.to_thread(world.log_in, user)
-    await expire_cached_access_token(store, user)
+    await due_for_refresh(world, store, user)
     before = await stored_row(world.database_url, user)
     transport = FaultyTransport(mode, world.signing_key)
     provider = OpenIDProvider(world.settings, transport=transport)
@@ -123,15 +104,7 @@ async def test_provider_fault_gives_its_typed_error_and_keeps_the_row(
         await provider.close()
     assert transport.token_calls == calls
     after = await stored_row(world.database_url, user)
-    assert before is not None
-    assert after is not None
-    assert (after.sealed, after.metadata, after.updated_at) == (
-        before.sealed,
-        before.metadata,
-        before.updated_at,
-    )
-    assert after.lease_owner is None
-    assert not after.needs_reauth
+    assert_row_untouched(before, after)
     if mode != "wrong-key-id-token":
         # Nothing reached the provider's token endpoint, so the stored token still works.
         good = OpenIDProvider(world.settings)
@@ -165,8 +138,7 @@ async def test_crash_between_provider_and_database_never_loops(
     world: OidcWorld, store: TokenVault
 ) -> None:
     user = "crash-user"
-    await asyncio.to_thread(world.log_in, user)
-    await expire_cached_access_token(store, user)
+    await due_for_refresh(world, store, user)
     world.provider.reset_stats()
     env = {
         **os.environ,

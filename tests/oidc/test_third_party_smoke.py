@@ -144,9 +144,9 @@ def token_request(op: ThirdPartyProvider, discovery: dict[str, Any], **form: str
     return httpx.post(discovery["token_endpoint"], data=form, auth=(op.client_id, op.client_secret))
 
 
-def exchange(op: ThirdPartyProvider, discovery: dict[str, Any], grant: Login) -> dict[str, Any]:
-    """Redeem the code (with its PKCE verifier) for tokens."""
-    resp = token_request(
+def redeem(op: ThirdPartyProvider, discovery: dict[str, Any], grant: Login) -> httpx.Response:
+    """Present the code (with its PKCE verifier) at the token endpoint."""
+    return token_request(
         op,
         discovery,
         grant_type="authorization_code",
@@ -154,6 +154,11 @@ def exchange(op: ThirdPartyProvider, discovery: dict[str, Any], grant: Login) ->
         redirect_uri=REDIRECT_URI,
         code_verifier=grant.verifier,
     )
+
+
+def exchange(op: ThirdPartyProvider, discovery: dict[str, Any], grant: Login) -> dict[str, Any]:
+    """Redeem the code (with its PKCE verifier) for tokens."""
+    resp = redeem(op, discovery, grant)
     assert resp.status_code == 200, resp.text
     tokens: dict[str, Any] = resp.json()
     return tokens
@@ -231,14 +236,7 @@ def test_code_flow_with_pkce_then_refresh_rotates(provider: ThirdPartyProvider) 
     assert has_profile == behaviour.id_token_has_email_and_name
 
     # The code is single use.
-    again = token_request(
-        op,
-        discovery,
-        grant_type="authorization_code",
-        code=grant.code,
-        redirect_uri=REDIRECT_URI,
-        code_verifier=grant.verifier,
-    )
+    again = redeem(op, discovery, grant)
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
 

@@ -72,12 +72,18 @@ async def test_postgres_unique_index_is_valid_and_partial(databases: Databases) 
     assert "WHERE (token_type = 'refresh'::text)" in text
 
 
-@pytest.mark.parametrize("dialect", BACKENDS)
-async def test_duplicates_stop_the_index_revision_until_deduped(
-    databases: Databases, keyring: Keyring, dialect: str
-) -> None:
-    url = DatabaseURL.parse(databases.fresh(dialect, migrated=False))
+@pytest.fixture(params=BACKENDS)
+async def before_the_index(request: pytest.FixtureRequest, databases: Databases) -> DatabaseURL:
+    """A database at revision 0001, once per backend: the table, not yet the unique index."""
+    url = DatabaseURL.parse(databases.fresh(str(request.param), migrated=False))
     await migrate.upgrade(url, "0001")
+    return url
+
+
+async def test_duplicates_stop_the_index_revision_until_deduped(
+    before_the_index: DatabaseURL, keyring: Keyring
+) -> None:
+    url = before_the_index
     for n in range(3):
         await write_raw(url, keyring, "alice", "refresh", f"alice-{n}", T0 + timedelta(n))
     for n in range(2):
@@ -117,12 +123,10 @@ async def test_duplicates_stop_the_index_revision_until_deduped(
         assert await vault.upsert_refresh_token("alice", "alice-3", T0) == alice.id
 
 
-@pytest.mark.parametrize("dialect", BACKENDS)
 async def test_upsert_before_the_index_exists_fails_loudly(
-    databases: Databases, keyring: Keyring, dialect: str
+    before_the_index: DatabaseURL, keyring: Keyring
 ) -> None:
-    url = DatabaseURL.parse(databases.fresh(dialect, migrated=False))
-    await migrate.upgrade(url, "0001")
+    url = before_the_index
     async with await TokenVault.open(url, keyring) as vault:
         with pytest.raises(ConfigurationError, match="db upgrade"):
             await vault.upsert_refresh_token("alice", "t", T0)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support import ROOT
+from tests.support.databases import Databases
 from token_vault import Keyring, TokenVault
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
@@ -32,6 +38,7 @@ from token_vault.service.devprovider import DevProvider, free_port, login
 from token_vault.storage import open_backend
 from token_vault.storage.record import StoredRow
 from token_vault.storage.url import DatabaseURL
+from token_vault.testing.pgcluster import PgCluster
 
 CLIENT_ID = "token-vault"
 CLIENT_SECRET = "dev-secret"
@@ -153,12 +160,15 @@ def serve(app: Starlette, port: int) -> Iterator[None]:
 
 
 @contextmanager
-def oidc_world(
-    database_url: str,
+def world_in_fresh_database(
+    pg_cluster: PgCluster,
     tmp: Path,
     scopes: tuple[str, ...] = ("openid", "profile", "email"),
     **provider_options: Any,
 ) -> Iterator[OidcWorld]:
+    """The provider (``provider_options`` go to :class:`DevProvider`), the app asking for
+    ``scopes``, and a freshly migrated PostgreSQL database of their own."""
+    database_url = Databases(pg_cluster, tmp).fresh("postgresql")
     app_port = free_port()
     app_url = f"http://127.0.0.1:{app_port}"
     signing_key = write_jwks(tmp / "jwks.json")
@@ -190,6 +200,13 @@ async def expire_cached_access_token(vault: TokenVault, user_id: str) -> None:
     assert await vault.forget_access_token(entry.id)
 
 
+async def due_for_refresh(world: OidcWorld, vault: TokenVault, user_id: str) -> None:
+    """Log ``user_id`` in through the app, then drop the access token the login cached:
+    the user's next access-token call refreshes at the provider."""
+    await asyncio.to_thread(world.log_in, user_id)
+    await expire_cached_access_token(vault, user_id)
+
+
 async def stored_row(database_url: str, user_id: str) -> StoredRow | None:
     """The user's refresh row as storage holds it (lease columns included)."""
     backend = await open_backend(DatabaseURL.parse(database_url))
@@ -197,3 +214,63 @@ async def stored_row(database_url: str, user_id: str) -> StoredRow | None:
         return await backend.fetch_refresh(user_id)
     finally:
         await backend.close()
+
+
+def assert_row_untouched(before: StoredRow | None, after: StoredRow | None) -> None:
+    """After a refresh that failed, the row is the one from before it: the same sealed
+    token, metadata and update time, no lease left behind, no re-login asked for."""
+    # Plain asserts (pytest rewrites test modules, not this one), so each says what failed.
+    assert before is not None, "no row before the refresh"
+    assert after is not None, "the row is gone after the refresh"
+    kept = ("sealed", "metadata", "updated_at")
+    changed = [name for name in kept if getattr(after, name) != getattr(before, name)]
+    assert not changed, f"the row changed: {', '.join(changed)}"
+    assert after.lease_owner is None, "the lease was left behind"
+    assert not after.needs_reauth, "the row asks for a new login"
+
+
+async def userinfo_status(world: OidcWorld, access_token: str) -> int:
+    """The provider's answer to the access token at its userinfo endpoint: 200 if it works."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            world.provider.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
+        )
+    return response.status_code
+
+
+async def run_access_workers(
+    world: OidcWorld, user_id: str, *extra_envs: dict[str, str], calls: int, start_at: float
+) -> list[dict[str, Any]]:
+    """One ``tests.support.access_worker`` process per ``extra_envs``, each making ``calls``
+    access-token calls for ``user_id`` at ``start_at`` (``time.time()``), or ``AFTER``
+    seconds later; the rest of an extra env is that worker's own settings. Their JSON
+    reports, in order."""
+    base = {
+        **os.environ,
+        "WORKER_DATABASE_URL": world.database_url,
+        "WORKER_KEYS": world.keyring.to_spec(),
+        "WORKER_ISSUER": world.provider.issuer,
+        "WORKER_CLIENT_ID": CLIENT_ID,
+        "WORKER_CLIENT_SECRET": CLIENT_SECRET,
+        "WORKER_USER": user_id,
+        "WORKER_CALLS": str(calls),
+    }
+    processes = []
+    for extra in extra_envs:
+        own = {name: value for name, value in extra.items() if name != "AFTER"}
+        start = start_at + float(extra.get("AFTER", "0"))
+        env = {**base, "WORKER_START_AT": str(start), **own}
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.support.access_worker",
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
+    outputs = [await process.communicate() for process in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
+    return [json.loads(out) for out, _ in outputs]
