@@ -4,24 +4,17 @@ under the refresher, while an entry left alone dies."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import Counter
 from datetime import timedelta
 
 import pytest
 
-from tests.support.oidc import OidcWorld, oidc_world
+from tests.support.oidc import OidcWorld, world_in_fresh_database
 from token_vault import AccessTokens, OpenIDProvider, ReauthRequiredError, TokenVault
 from token_vault.oidc.keepalive import Refresher
 from token_vault.testing.pgcluster import PgCluster
 
 REFRESH_TTL = 20  # seconds, at the provider
-
-
-def _database(pg_cluster: PgCluster, prefix: str) -> str:
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE template_vault", database="postgres")
-    return pg_cluster.url_for(name)
 
 
 async def _refresh_works(world: OidcWorld, vault: TokenVault, user: str) -> bool:
@@ -39,11 +32,13 @@ async def _refresh_works(world: OidcWorld, vault: TokenVault, user: str) -> bool
 async def test_the_refresher_keeps_short_lived_entries_alive(
     pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    kept_db, left_db = _database(pg_cluster, "kept"), _database(pg_cluster, "left")
-    tmp = tmp_path_factory.mktemp("keepalive")
     with (
-        oidc_world(kept_db, tmp / "kept", refresh_token_ttl=REFRESH_TTL) as kept,
-        oidc_world(left_db, tmp / "left", refresh_token_ttl=REFRESH_TTL) as left,
+        world_in_fresh_database(
+            pg_cluster, tmp_path_factory.mktemp("kept"), refresh_token_ttl=REFRESH_TTL
+        ) as kept,
+        world_in_fresh_database(
+            pg_cluster, tmp_path_factory.mktemp("left"), refresh_token_ttl=REFRESH_TTL
+        ) as left,
     ):
         for user in ("kim", "kai"):
             await asyncio.to_thread(kept.log_in, user)

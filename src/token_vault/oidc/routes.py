@@ -69,6 +69,17 @@ class SessionUser:
     entry_id: str
 
 
+def _is_network_error(error: BaseException) -> bool:
+    """A connection or timeout failure, from httpx or the httpx2 Authlib may use."""
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    return any(
+        kind.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2")
+        and kind.__name__ in ("TransportError", "TimeoutException")
+        for kind in type(error).__mro__
+    )
+
+
 class RelyingParty:
     """The login half of an app: stores the refresh token at login, removes it at logout."""
 
@@ -137,10 +148,14 @@ class RelyingParty:
     async def callback(self, request: Request) -> Response:
         try:
             token: dict[str, Any] = await self._client.authorize_access_token(request)
-        except OAuthError as exc:
+        except OAuthError as exc:  # the provider's own words stay in the log, not the page
             log.info("login refused at callback: %s", exc.error)
-            return PlainTextResponse(f"login failed: {exc.error}", status_code=400)
-        except Exception as exc:  # a network error or an ID token that fails validation
+            return PlainTextResponse("login failed", status_code=400)
+        except Exception as exc:  # the provider unreachable, or an ID token that fails
+            if _is_network_error(exc):
+                log.warning("login failed at callback: provider unreachable (%s)", exc)
+                status = http_status(ProviderUnavailableError()).code
+                return PlainTextResponse("the identity provider is unavailable", status_code=status)
             log.warning("login failed at callback: %s", type(exc).__name__)
             return PlainTextResponse("login failed", status_code=400)
         claims = await self._claims(token)
