@@ -336,6 +336,12 @@ class DjangoOAuthToolkit(ThirdPartyProvider):
     def introspection_endpoint(self) -> str:
         return f"{self.issuer}/introspect/"
 
+    @property
+    def revocation_endpoint(self) -> str:
+        """RFC 7009 revocation. Listed in RFC 8414's metadata, not in OpenID discovery,
+        so a relying party has to be told (``ProviderSettings.revocation_endpoint``)."""
+        return f"{self.issuer}/revoke_token/"
+
     def seed(self) -> dict[str, Any]:
         """The users and applications ``serve.py`` creates (its ``seed.json``)."""
         users = [
