@@ -172,6 +172,7 @@ def keys_rotate(
             todo = sum(n for key_id, n in used.items() if key_id != primary)
             with typer.progressbar(length=todo, label="re-sealing", file=sys.stderr) as bar:
                 report = await vault.rotate_keys(batch_size=batch_size, progress=bar.update)
+            await vault.record_audit("key_rotation", f"ok:{report.resealed}")
             return report.resealed, report.skipped_concurrent, await vault.keys_in_use(), primary
 
     resealed, skipped, used, primary = run(rotate())
@@ -280,6 +281,64 @@ def stats() -> None:
         typer.echo(f"{token_type:<10}{entries:>10}{expired:>10}{reauth:>10}")
     if not rows:
         typer.echo("(no entries)")
+
+
+@app.command("audit")
+def audit(
+    user: Annotated[str | None, typer.Option(help="only this user's records")] = None,
+    caller: Annotated[str | None, typer.Option(help="only this caller's records")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only from this time on (ISO 8601, e.g. 2030-01-31)")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """The audit trail, newest first: who took whose token, refreshes, writes, sign-ins."""
+    import json
+    from datetime import UTC, datetime
+
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            typer.echo("error: --since must be an ISO 8601 time", err=True)
+            raise typer.Exit(4) from None
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+
+    async def read() -> list[Any]:
+        async with await _settings().open_vault() as vault:
+            return await vault.audit_trail(user_id=user, caller=caller, since=start, limit=limit)
+
+    for record in run(read()):
+        fields = {
+            "at": record.at.isoformat(),
+            "action": record.action,
+            "outcome": record.outcome,
+            "caller": record.caller,
+            "user": record.user_id,
+            "entry": record.entry_id,
+            "request": record.request_id,
+            "client": record.client_address,
+        }
+        if as_json:
+            typer.echo(json.dumps(fields))
+        else:
+            typer.echo("  ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+
+
+@app.command("purge-audit")
+def purge_audit(
+    older_than_days: Annotated[int, typer.Option(min=1, help="keep this many days")] = 365,
+) -> None:
+    """Delete audit records older than the retention period."""
+    from datetime import timedelta
+
+    async def purge() -> int:
+        async with await _settings().open_vault() as vault:
+            return await vault.purge_audit(timedelta(days=older_than_days))
+
+    typer.echo(f"purged {run(purge())} audit record(s) older than {older_than_days} days")
 
 
 @app.command("refresher")

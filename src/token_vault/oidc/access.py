@@ -36,6 +36,7 @@ from token_vault.errors import (
     ReauthRequiredError,
     UnavailableError,
     ValidationError,
+    VaultError,
 )
 from token_vault.oidc.decision import RefreshDecision, RefreshReason, should_refresh
 from token_vault.oidc.provider import OpenIDProvider, TokenSet
@@ -61,6 +62,7 @@ class AccessToken:
     token: str = field(repr=False)
     expires_at: datetime
     refreshed: bool
+    entry_id: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -86,6 +88,7 @@ class AccessTokens:
         clock: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
         observer: RefreshObserver | None = None,
+        audit: bool = False,
     ) -> None:
         if lease < timedelta(seconds=1):
             raise ValueError("lease must be at least one second")
@@ -99,8 +102,10 @@ class AccessTokens:
         self._clock = clock
         self._sleep = sleep
         self._observer = observer
+        self._audit = audit
         self._owner = f"lease-{secrets.token_hex(8)}"
         self._inflight: dict[str, asyncio.Task[AccessToken]] = {}
+        self._audits: set[asyncio.Task[None]] = set()
 
     async def get_access_token(self, user_id: str, *, entry_id: str | None = None) -> AccessToken:
         """A valid access token for ``user_id``, refreshing at most once at a time.
@@ -176,7 +181,9 @@ class AccessTokens:
     @staticmethod
     def _served(state: RefreshState) -> AccessToken:
         assert state.access is not None
-        return AccessToken(state.user_id, state.access.token, state.access.expires_at, False)
+        return AccessToken(
+            state.user_id, state.access.token, state.access.expires_at, False, state.entry_id
+        )
 
     async def _fresh_elsewhere(self, state: RefreshState) -> AccessToken | None:
         """Re-read the entry: a token another process stored meanwhile, if fresh."""
@@ -225,7 +232,7 @@ class AccessTokens:
             if tokens.id_token is not None:
                 await self._provider.validate_id_token(tokens.id_token, subject=entry.user_id)
         except ReauthRequiredError:
-            self._observe("invalid_grant", started)
+            self._observe("invalid_grant", started, lease)
             if await self._vault.mark_needs_reauth(lease):
                 raise
             # The entry changed while we asked (a new login, or another process that
@@ -239,17 +246,17 @@ class AccessTokens:
         except ProviderUnavailableError:
             # No retry: the provider may have rotated the token before the answer was
             # lost. Serve what another process stored meanwhile, or say "unavailable".
-            self._observe("error", started)
+            self._observe("error", started, lease)
             served = await self._fresh_elsewhere(lease.state)
             if served is not None:
                 return served
             raise
         except BaseException:
-            self._observe("error", started)
+            self._observe("error", started, lease)
             raise
         finally:
             keeper.cancel()
-        self._observe("ok", started)
+        self._observe("ok", started, lease)
         return await self._record(lease, tokens)
 
     async def _keep_lease(self, lease: RefreshLease) -> None:
@@ -289,8 +296,25 @@ class AccessTokens:
             raise UnavailableError(
                 f"the entry of user {lease.entry.user_id!r} changed during a refresh; retry"
             )
-        return AccessToken(lease.entry.user_id, tokens.access_token, stored, refreshed=True)
+        return AccessToken(
+            lease.entry.user_id, tokens.access_token, stored, refreshed=True,
+            entry_id=lease.entry.id,
+        )  # fmt: skip
 
-    def _observe(self, outcome: str, started: float) -> None:
+    def _observe(self, outcome: str, started: float, lease: RefreshLease) -> None:
         if self._observer is not None:
             self._observer(outcome, asyncio.get_running_loop().time() - started)
+        if self._audit:
+            # Recorded in the background: the refresh's outcome is already decided, and a
+            # trail that cannot be written is logged, not turned into a failed refresh.
+            task = asyncio.create_task(self._record_audit(outcome, lease))
+            self._audits.add(task)
+            task.add_done_callback(self._audits.discard)
+
+    async def _record_audit(self, outcome: str, lease: RefreshLease) -> None:
+        try:
+            await self._vault.record_audit(
+                "refresh", outcome, user_id=lease.entry.user_id, entry_id=lease.entry.id
+            )
+        except VaultError as exc:
+            log.error("refresh of entry %s not audited: %s", lease.entry.id, exc)

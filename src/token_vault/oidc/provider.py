@@ -18,6 +18,7 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jws import extract_compact
 
 from token_vault.errors import (
     ProviderError,
@@ -135,7 +136,8 @@ class OpenIDProvider:
         self._http = httpx.AsyncClient(timeout=settings.timeout, transport=transport)
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
-        self._keys_fetched_at = 0.0
+        self._keys_refetched_at = -_KEYS_MIN_REFETCH_SECONDS
+        self._keys_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -175,9 +177,17 @@ class OpenIDProvider:
         return configured.get(name)
 
     async def key_set(self, *, refetch: bool = False) -> KeySet:
-        """The provider's signing keys; ``refetch`` reloads them (at most every 30 s)."""
-        stale = refetch and time.monotonic() - self._keys_fetched_at > _KEYS_MIN_REFETCH_SECONDS
-        if self._keys is None or stale:
+        """The provider's signing keys. ``refetch`` reloads them, once at a time and at
+        most every 30 s (failed attempts count too), so junk tokens cannot make the
+        service hammer the provider."""
+        if self._keys is not None and not refetch:
+            return self._keys
+        async with self._keys_lock:
+            since = time.monotonic() - self._keys_refetched_at
+            if self._keys is not None and (not refetch or since < _KEYS_MIN_REFETCH_SECONDS):
+                return self._keys
+            if self._keys is not None:  # a refetch: counted before it runs, failed or not
+                self._keys_refetched_at = time.monotonic()
             jwks_uri = await self.endpoint("jwks_uri")
             if jwks_uri is None:
                 raise ProviderResponseError("discovery document has no jwks_uri")
@@ -186,20 +196,28 @@ class OpenIDProvider:
                 self._keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
             except (JoseError, ValueError, TypeError, KeyError):
                 raise ProviderResponseError("provider's JWKS could not be read") from None
-            self._keys_fetched_at = time.monotonic()
-        return self._keys
+            return self._keys
 
     async def decode_jwt(
         self, token: str, algorithms: tuple[str, ...] = ID_TOKEN_ALGORITHMS
     ) -> jwt.Token:
-        """Verify a JWT's signature with the provider's keys (reloading them once if needed)."""
-        for refetch in (False, True):
-            keys = await self.key_set(refetch=refetch)
-            try:
-                return jwt.decode(token, keys, algorithms=list(algorithms))
-            except (JoseError, ValueError, TypeError):
-                continue
-        raise ProviderResponseError("JWT signature could not be verified")
+        """Verify a JWT's signature with the provider's keys.
+
+        The keys are reloaded only for a well-formed JWT whose ``kid`` is not among the
+        keys held (the provider rotated its keys); any other failure is the token's.
+        """
+        try:
+            header = extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError, TypeError, UnicodeError):
+            raise ProviderResponseError("not a well-formed JWT") from None
+        kid = header.get("kid")
+        keys = await self.key_set()
+        if isinstance(kid, str) and not any(k.kid == kid for k in keys.keys):
+            keys = await self.key_set(refetch=True)
+        try:
+            return jwt.decode(token, keys, algorithms=list(algorithms))
+        except (JoseError, ValueError, TypeError):
+            raise ProviderResponseError("JWT signature could not be verified") from None
 
     async def validate_id_token(
         self, id_token: str, *, subject: str | None = None

@@ -169,6 +169,7 @@ class RelyingParty:
             log.warning("login could not be stored: %s", type(exc).__name__)
             status = http_status(exc).code
             return PlainTextResponse("login could not be stored", status_code=status)
+        await self._audit("login", "ok", subject, entry_id)
         request.session.clear()
         request.session["user_id"] = subject
         request.session["entry_id"] = entry_id
@@ -244,6 +245,16 @@ class RelyingParty:
             self._on_store()
         return entry_id
 
+    async def _audit(
+        self, action: str, outcome: str, user_id: str | None, entry_id: str | None = None
+    ) -> None:
+        """Record a sign-in, sign-out, logout or revocation; a trail that cannot be written
+        is logged, never a reason to keep someone signed in."""
+        try:
+            await self.vault.record_audit(action, outcome, user_id=user_id, entry_id=entry_id)
+        except VaultError as exc:
+            log.error("%s not audited: %s", action, type(exc).__name__)
+
     async def _revoke(self, token: str) -> None:
         """Revoke at the provider, best effort: a provider that is down stops nothing."""
         try:
@@ -266,6 +277,7 @@ class RelyingParty:
             if entry is not None and entry.token_type is TokenType.REFRESH:
                 await self._revoke(entry.token)
                 await self.vault.delete(entry.id)
+            await self._audit("logout", "ok", user.user_id, user.entry_id)
         target = self.settings.after_logout
         if self.settings.end_provider_session:
             try:
@@ -296,6 +308,7 @@ class RelyingParty:
                 if entry.client_id == client_id:
                     await self._revoke(entry.token)
                     await self.vault.delete(entry.id)
+                    await self._audit("revoke_offline", "ok", user.user_id, entry.id)
         except VaultError as exc:
             log.warning("offline access could not be revoked: %s", type(exc).__name__)
             status = http_status(exc).code
@@ -327,6 +340,7 @@ class RelyingParty:
             await self.vault.delete_session(claims.session_id, token_type=TokenType.REFRESH)
         elif claims.subject is not None:
             await self.vault.delete_user(claims.subject, token_type=TokenType.REFRESH)
+        await self._audit("backchannel_logout", "ok", claims.subject)
         if claims.revoke_offline_access:
             if claims.subject is not None:
                 await self.vault.delete_user(claims.subject, token_type=TokenType.OFFLINE)

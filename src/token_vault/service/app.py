@@ -65,6 +65,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "cookies and the provider's keys travel unprotected; for loopback tests only"
         )
     metrics = Metrics()
+    if not settings.policy().callers:
+        log.warning("no caller policy (TOKEN_VAULT_CALLER_POLICY): the API refuses every caller")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +84,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             margin=settings.margin,
             lease=timedelta(seconds=settings.refresh_lease_seconds),
             observer=metrics.observe_refresh,
+            audit=True,
         )
         login = LoginSettings(
             base_url=settings.base_url,
@@ -97,7 +100,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             relying_party=RelyingParty(
                 vault, provider, access, login, on_store=metrics.upserts.inc
             ),
-            callers=CallerVerifier(provider, audience=settings.api_audience),
+            callers=CallerVerifier(
+                provider,
+                audience=settings.api_audience,
+                max_lifetime=settings.caller_token_max_lifetime_seconds,
+                introspection_endpoint=settings.oidc_introspection_endpoint,
+                introspection_auth=settings.introspection_auth(),
+            ),
+            policy=settings.policy(),
             metrics=metrics,
         )
         keeper = None
@@ -112,6 +122,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keeper
+            await app.state.services.callers.close()
             await provider.close()
             await vault.close()
 

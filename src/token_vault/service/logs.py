@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from token_vault.service.metrics import Metrics
+from token_vault.vault.audit import AuditContext, audit_context
 
 __all__ = ["JsonFormatter", "configure_logging", "request_logger"]
 
@@ -65,11 +66,13 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    for name in ("alembic", "httpx", "httpcore"):
+    # Authlib logs the PKCE code_verifier at DEBUG: never below WARNING.
+    for name in ("alembic", "httpx", "httpcore", "httpx2", "httpcore2", "authlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 RequestHandler = Callable[[Request], Awaitable[Response]]
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def request_logger(metrics: Metrics) -> Callable[[Request, RequestHandler], Awaitable[Response]]:
@@ -81,6 +84,8 @@ def request_logger(metrics: Metrics) -> Callable[[Request, RequestHandler], Awai
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid):
             rid = uuid.uuid4().hex
         token = request_id.set(rid)
+        client = request.client.host if request.client else None
+        audit_token = audit_context.set(AuditContext(request_id=rid, client_address=client))
         started = time.perf_counter()
         status = 500
         try:
@@ -90,14 +95,16 @@ def request_logger(metrics: Metrics) -> Callable[[Request, RequestHandler], Awai
             return response
         finally:
             elapsed = time.perf_counter() - started
+            # Labels from a fixed set: a route's template, never the raw path.
             route = request.scope.get("route")
-            template = getattr(route, "path", None) or request.url.path
-            metrics.request_latency.labels(request.method, template, str(status)).observe(elapsed)
+            template = getattr(route, "path", None) or "unmatched"
+            method = request.method if request.method in _METHODS else "OTHER"
+            metrics.request_latency.labels(method, template, str(status)).observe(elapsed)
             log.info(
                 "request",
                 extra={
                     "fields": {
-                        "method": request.method,
+                        "method": method,
                         "route": template,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
@@ -105,5 +112,6 @@ def request_logger(metrics: Metrics) -> Callable[[Request, RequestHandler], Awai
                 },
             )
             request_id.reset(token)
+            audit_context.reset(audit_token)
 
     return middleware

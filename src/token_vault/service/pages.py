@@ -11,6 +11,7 @@ from token_vault.errors import VaultError
 from token_vault.oidc.routes import RelyingParty
 from token_vault.service.state import ServicesDep
 from token_vault.status import http_status
+from token_vault.vault.audit import AuditRecord
 from token_vault.vault.entry import TokenType, VaultEntry, mask
 
 __all__ = ["router"]
@@ -105,7 +106,27 @@ async def home(request: Request, services: ServicesDep) -> Response:
         + "<p><form method='post' action='/refresh'><button id='refresh'>Refresh now</button>"
         "</form> <a class='button secondary' id='sign-out' href='/auth/logout'>Sign out</a></p>"
         + _offline_section(offline)
+        + _handouts_section(
+            await services.vault.audit_trail(user_id=user.user_id, action="token", limit=20)
+        )
     )
+
+
+def _handouts_section(records: list[AuditRecord]) -> str:
+    """Who used your token: the last handouts to other services, from the audit trail."""
+    if not records:
+        body = "<p class='note' id='no-handouts'>No service has taken your token yet.</p>"
+    else:
+        rows = "".join(
+            f"<tr><td>{escape(r.at.isoformat(timespec='seconds'))}</td>"
+            f"<td><code>{escape(r.caller or 'unknown')}</code></td>"
+            f"<td>{escape(r.outcome)}</td></tr>"
+            for r in records
+        )
+        body = (
+            f"<table id='handouts'><tr><th>When</th><th>Service</th><th>How</th></tr>{rows}</table>"
+        )
+    return f"<h2>Who used your token</h2>{body}"
 
 
 def _display_name(entry: VaultEntry) -> str:
@@ -143,6 +164,7 @@ async def refresh_now(request: Request, services: ServicesDep) -> Response:
         return RedirectResponse("/", status_code=303)
     try:
         await services.access_tokens.refresh_now(user.user_id)
+        await services.vault.record_audit("refresh_forced", "ok", user_id=user.user_id)
     except VaultError as exc:
         return _page(
             f"<p class='error'>Refresh failed: {escape(type(exc).__name__)}</p>"

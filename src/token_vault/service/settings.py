@@ -7,6 +7,7 @@ and :func:`token_vault.service.app.create_app` refuses to build an app while any
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr
 from token_vault.config import VaultSettings
 from token_vault.errors import ConfigurationError, VaultError
 from token_vault.oidc.provider import ProviderSettings
+from token_vault.service.policy import ACTIONS, CallerPolicy, CallerRule, UserScope
 
 __all__ = ["SCOPES", "ServiceSettings", "settings_table"]
 
@@ -24,8 +26,13 @@ SCOPES = {
     "token": "vault:token",
     "write": "vault:write",
     "delete": "vault:delete",
+    "audit": "vault:audit",
 }
 
+# The dev provider's service account (client credentials), allowed everything in dev mode.
+DEV_CALLER = "token-vault-caller"
+_MIN_DISTINCT = 12  # distinct characters a 32+ character random secret has, at least
+_DEV_FILES = {"dev-keys", "dev-session-secret"}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "dev-secret", "password", "xxx"}
 
@@ -74,6 +81,27 @@ class ServiceSettings(VaultSettings):
     )
     api_audience: str = Field(
         default="token-vault", description="the `aud` callers' access tokens must carry"
+    )
+    caller_policy: str | None = Field(
+        default=None,
+        description="which caller may do what for whom (JSON; see docs/security.md); "
+        "without one every caller is refused",
+    )
+    caller_policy_file: Path | None = Field(
+        default=None, description="a file holding the caller policy"
+    )
+    caller_token_max_lifetime_seconds: int = Field(
+        default=86400, ge=60, description="callers' access tokens living longer are refused"
+    )
+    oidc_introspection_endpoint: str | None = Field(
+        default=None,
+        description="RFC 7662 endpoint for opaque caller tokens, when discovery lacks it",
+    )
+    oidc_introspection_client_id: str | None = Field(
+        default=None, description="client that authenticates to introspection (default ours)"
+    )
+    oidc_introspection_client_secret: SecretStr | None = Field(
+        default=None, description="that client's secret"
     )
     session_secret: SecretStr | None = Field(
         default=None, description="signs the browser session cookie; 32+ characters"
@@ -144,6 +172,29 @@ class ServiceSettings(VaultSettings):
         session = self.session_secret.get_secret_value() if self.session_secret else ""
         if len(session) < 32:
             found.append("TOKEN_VAULT_SESSION_SECRET: required, at least 32 characters")
+        elif self.mode == "production" and len(set(session)) < _MIN_DISTINCT:
+            found.append(
+                "TOKEN_VAULT_SESSION_SECRET: too little variety to be a random secret "
+                "(`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        try:
+            self.policy()
+        except VaultError as exc:
+            found.append(f"TOKEN_VAULT_CALLER_POLICY: {exc}")
+        if self.mode == "production":
+            found.extend(self._production_problems())
+        return found
+
+    def _production_problems(self) -> list[str]:
+        found: list[str] = []
+        if self.api_audience == self.oidc_client_id:
+            found.append(
+                "TOKEN_VAULT_API_AUDIENCE: must differ from the OIDC client id (otherwise "
+                "tokens issued to this app's own client would pass as callers)"
+            )
+        for path in (self.keys_file, self.caller_policy_file):
+            if path is not None and path.name in _DEV_FILES:
+                found.append(f"{path}: a dev-mode file is not allowed in production")
         return found
 
     def _url_problems(self) -> list[str]:
@@ -172,6 +223,31 @@ class ServiceSettings(VaultSettings):
         """Production running on plain http by ``TOKEN_VAULT_INSECURE_HTTP=1``."""
         urls = (self.public_url or "", self.oidc_issuer or "")
         return self.mode == "production" and any(u.startswith("http://") for u in urls)
+
+    def policy(self) -> CallerPolicy:
+        """The caller policy; in dev mode without one, the dev service account may do
+        everything (its client is the dev provider's)."""
+        text = self.caller_policy
+        if text is None and self.caller_policy_file is not None:
+            try:
+                text = self.caller_policy_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read TOKEN_VAULT_CALLER_POLICY_FILE: {exc.strerror}"
+                ) from None
+        if text is not None:
+            return CallerPolicy.parse(text)
+        if self.mode == "dev":
+            return CallerPolicy({DEV_CALLER: CallerRule(frozenset(ACTIONS), UserScope.ALL)})
+        return CallerPolicy({})
+
+    def introspection_auth(self) -> tuple[str, str] | None:
+        if self.oidc_introspection_client_id and self.oidc_introspection_client_secret:
+            return (
+                self.oidc_introspection_client_id,
+                self.oidc_introspection_client_secret.get_secret_value(),
+            )
+        return None
 
     def redirect_uris(self) -> dict[str, str]:
         """The URIs to register at the provider for this service."""

@@ -12,6 +12,7 @@ from token_vault.oidc.provider import OpenIDProvider
 from token_vault.oidc.routes import RelyingParty
 from token_vault.service.caller import CallerVerifier
 from token_vault.service.metrics import Metrics
+from token_vault.service.policy import CallerPolicy
 from token_vault.service.settings import ServiceSettings
 from token_vault.vault.core import TokenVault
 
@@ -26,6 +27,7 @@ class Services:
     access_tokens: AccessTokens
     relying_party: RelyingParty
     callers: CallerVerifier
+    policy: CallerPolicy
     metrics: Metrics
 
 

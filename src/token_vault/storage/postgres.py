@@ -20,9 +20,12 @@ from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.connections import ConnectionPool
 from token_vault.storage.record import (
+    AuditQuery,
+    AuditRecord,
     NewRow,
     RefreshWrite,
     StoredRow,
+    audit_record,
     metadata_stamp,
     stored_row,
 )
@@ -108,6 +111,26 @@ WHERE expires_at > $1 AND expires_at <= $2 AND NOT needs_reauth
 ORDER BY expires_at
 LIMIT $3
 """
+
+INSERT_AUDIT = """
+INSERT INTO auth_vault_audit (at, action, outcome, caller, user_id, entry_id, request_id,
+                              client_address)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+
+# Newest first; each filter applies only when given.
+SELECT_AUDIT = """
+SELECT id, at, action, outcome, caller, user_id, entry_id, request_id, client_address
+FROM auth_vault_audit
+WHERE ($1::text IS NULL OR user_id = $1)
+  AND ($2::text IS NULL OR caller = $2)
+  AND ($3::text IS NULL OR action = $3)
+  AND ($4::timestamptz IS NULL OR at >= $4)
+ORDER BY at DESC, id DESC
+LIMIT $5
+"""
+
+PURGE_AUDIT = "DELETE FROM auth_vault_audit WHERE at < $1"
 
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = $1"
 SELECT_REFRESH_TOKEN = (
@@ -303,6 +326,19 @@ def _access_params(row: NewRow) -> tuple[Any, ...]:
     return (access.ciphertext, access.nonce, access.key_id, row.access_expires_at)
 
 
+def _audit_params(record: AuditRecord) -> tuple[Any, ...]:
+    return (
+        record.at,
+        record.action,
+        record.outcome,
+        record.caller,
+        record.user_id,
+        record.entry_id,
+        record.request_id,
+        record.client_address,
+    )
+
+
 def _row(record: asyncpg.Record) -> StoredRow:
     return stored_row(record, _same)
 
@@ -396,6 +432,20 @@ class PostgresBackend:
     ) -> list[tuple[str, str, datetime]]:
         records = await self._run(self._pool.fetch(SELECT_EXPIRING, now, until, limit))
         return [(r[0], r[1], r[2]) for r in records]
+
+    async def insert_audit(self, record: AuditRecord) -> None:
+        await self._run(self._pool.execute(INSERT_AUDIT, *_audit_params(record)))
+
+    async def fetch_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        records = await self._run(
+            self._pool.fetch(
+                SELECT_AUDIT, query.user_id, query.caller, query.action, query.since, query.limit
+            )
+        )
+        return [audit_record(r, _same) for r in records]
+
+    async def purge_audit(self, before: datetime) -> int:
+        return _count(await self._run(self._pool.execute(PURGE_AUDIT, before)))
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
         record = await self._run(self._pool.fetchrow(SELECT_BY_ID, entry_id))

@@ -16,10 +16,13 @@ from token_vault.crypto.keyring import Sealed
 from token_vault.storage.schema import column_position
 
 __all__ = [
+    "AuditQuery",
+    "AuditRecord",
     "Backend",
     "NewRow",
     "RefreshWrite",
     "StoredRow",
+    "audit_record",
     "metadata_stamp",
     "stored_row",
 ]
@@ -133,6 +136,48 @@ def stored_row(record: Sequence[Any], parse_time: Callable[[Any], datetime]) -> 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One thing that happened to an entry (or to the vault). Never a token."""
+
+    at: datetime
+    action: str  # token, refresh, write, delete, login, logout, backchannel_logout, ...
+    outcome: str  # ok, refused, invalid_grant, error, ...
+    caller: str | None = None
+    user_id: str | None = None
+    entry_id: str | None = None
+    request_id: str | None = None
+    client_address: str | None = None
+    id: int | None = None
+
+
+def audit_record(row: Sequence[Any], parse_time: Callable[[Any], datetime]) -> AuditRecord:
+    """A fetched ``id, at, action, outcome, caller, user_id, entry_id, request_id,
+    client_address`` row as a record."""
+    return AuditRecord(
+        at=parse_time(row[1]),
+        action=row[2],
+        outcome=row[3],
+        caller=row[4],
+        user_id=row[5],
+        entry_id=row[6],
+        request_id=row[7],
+        client_address=row[8],
+        id=int(row[0]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit records to read: each filter applies when given; newest first."""
+
+    user_id: str | None = None
+    caller: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    limit: int = 100
+
+
 class Backend(Protocol):
     """The few statements the vault runs, implemented once per database."""
 
@@ -147,6 +192,12 @@ class Backend(Protocol):
     async def fetch_client_offline(self, user_id: str, client_id: str) -> StoredRow | None: ...
 
     async def fetch(self, entry_id: str) -> StoredRow | None: ...
+
+    async def insert_audit(self, record: AuditRecord) -> None: ...
+
+    async def fetch_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
+
+    async def purge_audit(self, before: datetime) -> int: ...
 
     async def fetch_expiring(
         self, now: datetime, until: datetime, limit: int

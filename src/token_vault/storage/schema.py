@@ -18,6 +18,7 @@ __all__ = [
     "COLUMNS",
     "OFFLINE_INDEX",
     "REFRESH_INDEX",
+    "audit",
     "auth_vault",
     "column_position",
     "metadata",
@@ -34,6 +35,7 @@ NAMING_CONVENTION = {
 
 JSON = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 TIME = sa.Text().with_variant(sa.DateTime(timezone=True), "postgresql")
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 REFRESH_INDEX = "auth_vault_user_id_token_type_unique_idx"
 OFFLINE_INDEX = "auth_vault_user_id_client_id_offline_idx"
@@ -88,6 +90,24 @@ auth_vault = sa.Table(
         postgresql_where=sa.text(OFFLINE_PREDICATE),
         sqlite_where=sa.text(OFFLINE_PREDICATE),
     ),
+)
+
+# The audit trail (revision 0005): who did what to whose entry, never a token.
+audit = sa.Table(
+    "auth_vault_audit",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("at", TIME, nullable=False),
+    sa.Column("action", sa.Text(), nullable=False),
+    sa.Column("outcome", sa.Text(), nullable=False),
+    sa.Column("caller", sa.Text(), nullable=True),
+    sa.Column("user_id", sa.Text(), nullable=True),
+    sa.Column("entry_id", sa.Text(), nullable=True),
+    sa.Column("request_id", sa.Text(), nullable=True),
+    sa.Column("client_address", sa.Text(), nullable=True),
+    sa.Index("auth_vault_audit_at_idx", "at"),
+    sa.Index("auth_vault_audit_user_id_idx", "user_id", "at"),
+    sa.Index("auth_vault_audit_caller_idx", "caller", "at"),
 )
 
 # Back-channel logout tokens already seen (replay protection), kept until they expire.

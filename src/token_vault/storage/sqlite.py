@@ -21,9 +21,12 @@ from typing import Any, TypeVar
 from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.record import (
+    AuditQuery,
+    AuditRecord,
     NewRow,
     RefreshWrite,
     StoredRow,
+    audit_record,
     metadata_stamp,
     stored_row,
 )
@@ -95,6 +98,25 @@ WHERE expires_at > ?1 AND expires_at <= ?2 AND NOT needs_reauth
 ORDER BY expires_at
 LIMIT ?3
 """
+
+INSERT_AUDIT = """
+INSERT INTO auth_vault_audit (at, action, outcome, caller, user_id, entry_id, request_id,
+                              client_address)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+"""
+
+SELECT_AUDIT = """
+SELECT id, at, action, outcome, caller, user_id, entry_id, request_id, client_address
+FROM auth_vault_audit
+WHERE (?1 IS NULL OR user_id = ?1)
+  AND (?2 IS NULL OR caller = ?2)
+  AND (?3 IS NULL OR action = ?3)
+  AND (?4 IS NULL OR at >= ?4)
+ORDER BY at DESC, id DESC
+LIMIT ?5
+"""
+
+PURGE_AUDIT = "DELETE FROM auth_vault_audit WHERE at < ?1"
 
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM auth_vault WHERE id = ?1"
 SELECT_REFRESH_TOKEN = (
@@ -345,6 +367,28 @@ class SQLiteBackend:
         params = (to_text(now), to_text(until), limit)
         rows = await self._run(lambda c: c.execute(SELECT_EXPIRING, params).fetchall())
         return [(str(r[0]), str(r[1]), datetime.fromisoformat(r[2])) for r in rows]
+
+    async def insert_audit(self, record: AuditRecord) -> None:
+        params = (
+            to_text(record.at),
+            record.action,
+            record.outcome,
+            record.caller,
+            record.user_id,
+            record.entry_id,
+            record.request_id,
+            record.client_address,
+        )
+        await self._run(lambda c: c.execute(INSERT_AUDIT, params))
+
+    async def fetch_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        since = to_text(query.since) if query.since is not None else None
+        params = (query.user_id, query.caller, query.action, since, query.limit)
+        rows = await self._run(lambda c: c.execute(SELECT_AUDIT, params).fetchall())
+        return [audit_record(r, datetime.fromisoformat) for r in rows]
+
+    async def purge_audit(self, before: datetime) -> int:
+        return await self._run(lambda c: c.execute(PURGE_AUDIT, (to_text(before),)).rowcount)
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
         record = await self._run(lambda c: c.execute(SELECT_BY_ID, (entry_id,)).fetchone())

@@ -22,6 +22,7 @@ from token_vault.storage.migrate import head_revision
 from token_vault.storage.record import Backend, NewRow, RefreshWrite, StoredRow
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
 from token_vault.vault import rotation
+from token_vault.vault.audit import AuditQuery, AuditRecord, audit_context
 from token_vault.vault.entry import TokenType, VaultEntry
 from token_vault.vault.refresh import ExpiringEntry, RefreshLease, RefreshOutcome, RefreshState
 from token_vault.vault.sealer import RowSealer
@@ -413,6 +414,60 @@ class TokenVault:
 
     async def purge_expired_at(self, now: datetime) -> int:
         return await self._backend.purge_expired(check_expires_at(now))
+
+    # -- the audit trail ---------------------------------------------------------------
+
+    async def record_audit(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        user_id: str | None = None,
+        entry_id: str | None = None,
+    ) -> None:
+        """Append one audit record, stamped with the request's :data:`audit_context`.
+
+        Raises :class:`UnavailableError` when it cannot be written: a caller that must
+        not act unaudited (a token handout) fails with it.
+        """
+        context = audit_context.get()
+        await self._backend.insert_audit(
+            AuditRecord(
+                at=self._clock(),
+                action=check_identifier("action", action),
+                outcome=check_identifier("outcome", outcome),
+                caller=context.caller,
+                user_id=user_id,
+                entry_id=entry_id,
+                request_id=context.request_id,
+                client_address=context.client_address,
+            )
+        )
+
+    async def audit_trail(
+        self,
+        *,
+        user_id: str | None = None,
+        caller: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit records, newest first, filtered by whatever is given."""
+        if not 1 <= limit <= 10_000:
+            raise ValidationError("limit", "must be between 1 and 10000")
+        query = AuditQuery(
+            user_id=check_identifier("user_id", user_id) if user_id is not None else None,
+            caller=check_identifier("caller", caller) if caller is not None else None,
+            action=check_identifier("action", action) if action is not None else None,
+            since=check_expires_at(since, field="since") if since is not None else None,
+            limit=limit,
+        )
+        return await self._backend.fetch_audit(query)
+
+    async def purge_audit(self, older_than: timedelta) -> int:
+        """Delete audit records older than ``older_than`` (retention); how many."""
+        return await self._backend.purge_audit(self._clock() - older_than)
 
     # -- operations ------------------------------------------------------------------
 
