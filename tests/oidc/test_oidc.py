@@ -20,6 +20,7 @@ from tests.support.oidc import (
     assert_row_untouched,
     due_for_refresh,
     expire_cached_access_token,
+    post_from_page,
     run_access_workers,
     stored_row,
     userinfo_status,
@@ -92,7 +93,7 @@ async def test_login_stores_one_refresh_entry_with_session_metadata_and_expiry(
     browser = await log_in(world, "alice")
     session = world.session_of(browser)
     # The user's own ID token rides along for sign-out's id_token_hint; no other token.
-    assert set(session) == {"user_id", "entry_id", "id_token"}
+    assert set(session) == {"user_id", "entry_id", "id_token", "csrf"}
     entries = await store.list_tokens("alice")
     assert len(entries) == 1
     entry = entries[0]
@@ -246,7 +247,18 @@ async def test_logout_clears_the_entry_and_the_provider_session(
     browser = await log_in(world, "gina")
     entry = await store.get_refresh_token("gina")
     assert entry is not None
-    response = await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
+    # A GET (a link from anywhere) changes nothing; the page's POST signs out.
+    offered = await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
+    assert offered.status_code == 200
+    assert await store.get_refresh_token("gina") is not None
+    forged = await asyncio.to_thread(
+        browser.post, f"{world.app_url}/auth/logout", data={"csrf": "guessed"}
+    )
+    assert forged.status_code == 403
+    assert await store.get_refresh_token("gina") is not None
+    response = await asyncio.to_thread(
+        post_from_page, browser, f"{world.app_url}/auth/logout", world.session_of(browser)
+    )
     assert response.status_code == 303
     assert response.headers["location"].startswith(world.provider.end_session_endpoint)
     assert "id_token_hint=" in response.headers["location"]  # no "confirm logout" page

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.oidc import OidcWorld, world_in_fresh_database
+from tests.support.oidc import OidcWorld, post_from_page, world_in_fresh_database
 from token_vault import AccessTokens, OpenIDProvider, ReauthRequiredError, TokenType, TokenVault
 from token_vault.testing.pgcluster import PgCluster
 
@@ -63,7 +63,8 @@ async def test_access_tokens_come_from_the_offline_entry_and_it_outlives_sign_ou
         named = await tokens.get_access_token("otto", entry_id=entry.id)
         assert named.token == forced.token
 
-        await asyncio.to_thread(browser.get, f"{world.app_url}/auth/logout")
+        session = world.session_of(browser)
+        await asyncio.to_thread(post_from_page, browser, f"{world.app_url}/auth/logout", session)
         whoami = await asyncio.to_thread(browser.get, f"{world.app_url}/")
         assert whoami.json() == {"user_id": None}
         [kept] = await store.list_tokens("otto")
@@ -71,7 +72,12 @@ async def test_access_tokens_come_from_the_offline_entry_and_it_outlives_sign_ou
         assert (await tokens.refresh_now("otto")).refreshed
 
         browser = await asyncio.to_thread(world.log_in, "otto")
-        revoked = await asyncio.to_thread(browser.post, f"{world.app_url}/auth/offline/revoke")
+        revoked = await asyncio.to_thread(
+            post_from_page,
+            browser,
+            f"{world.app_url}/auth/offline/revoke",
+            world.session_of(browser),
+        )
         assert revoked.status_code in (200, 303)
         assert await store.list_tokens("otto") == []
         with pytest.raises(ReauthRequiredError):

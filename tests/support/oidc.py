@@ -274,3 +274,8 @@ async def run_access_workers(
     outputs = [await process.communicate() for process in processes]
     assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
     return [json.loads(out) for out, _ in outputs]
+
+
+def post_from_page(browser: httpx.Client, url: str, session: dict[str, Any]) -> httpx.Response:
+    """POST a form the way the app's own page does: with the session's CSRF token."""
+    return browser.post(url, data={"csrf": session["csrf"]}, follow_redirects=False)

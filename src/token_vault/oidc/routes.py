@@ -8,17 +8,26 @@ Authlib also keeps the ``state``, ``nonce`` and PKCE verifier there until the ca
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from html import escape
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route, Router
 
 from token_vault.errors import (
@@ -67,6 +76,23 @@ class SessionUser:
 
     user_id: str
     entry_id: str
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _confirm_page(csrf: str, prefix: str) -> HTMLResponse:
+    """Sign out? A button, never an action on GET."""
+    return HTMLResponse(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Sign out</title>"
+        "</head><body><p>Sign out of this app?</p>"
+        f"<form method='post' action='{escape(prefix)}/logout'>"
+        f"<input type='hidden' name='csrf' value='{escape(csrf)}'>"
+        "<button id='confirm-sign-out'>Sign out</button></form></body></html>",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _is_network_error(error: BaseException) -> bool:
@@ -173,6 +199,7 @@ class RelyingParty:
         request.session.clear()
         request.session["user_id"] = subject
         request.session["entry_id"] = entry_id
+        request.session["csrf"] = secrets.token_urlsafe(32)
         id_token = token.get("id_token")
         if isinstance(id_token, str) and len(id_token) <= _MAX_ID_TOKEN_HINT:
             # The user's own ID token, kept for sign-out's id_token_hint (no API accepts
@@ -262,9 +289,39 @@ class RelyingParty:
         except ProviderError as exc:
             log.warning("provider revocation failed: %s", type(exc).__name__)
 
+    @staticmethod
+    def csrf_token(request: Request) -> str:
+        """The session's anti-forgery token, for the app's own forms (``csrf`` field)."""
+        token = request.session.get("csrf")
+        if not isinstance(token, str):
+            token = secrets.token_urlsafe(32)
+            request.session["csrf"] = token
+        return token
+
+    async def is_same_origin_post(self, request: Request) -> bool:
+        """A POST from this app's own pages: the ``csrf`` form field matches the session,
+        and the ``Origin`` header, when the browser sends one, is this app's."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin.rstrip("/") != _origin(self.settings.base_url):
+            return False
+        expected = request.session.get("csrf")
+        form = await request.form()
+        given = form.get("csrf")
+        return (
+            isinstance(expected, str)
+            and isinstance(given, str)
+            and hmac.compare_digest(expected, given)
+        )
+
     async def logout(self, request: Request) -> Response:
-        """Sign out: the browser session and its refresh entry end; offline entries, made
-        to outlive sign-out, stay (``/offline/revoke`` ends them)."""
+        """Sign out (POST, from this app's page): the browser session and its refresh
+        entry end; offline entries, made to outlive sign-out, stay (``/offline/revoke``
+        ends them). A GET changes nothing: it offers the button, so no other site can
+        sign a user out with a link."""
+        if request.method != "POST":
+            return _confirm_page(self.csrf_token(request), self.settings.prefix)
+        if not await self.is_same_origin_post(request):
+            return PlainTextResponse("sign-out refused: not from this site", status_code=403)
         user = self.current_user(request)
         id_token = request.session.get("id_token")
         request.session.clear()
@@ -298,6 +355,8 @@ class RelyingParty:
     async def revoke_offline(self, request: Request) -> Response:
         """ "Revoke offline access": the signed-in user's offline entries from this client
         are revoked at the provider and deleted; the browser session stays."""
+        if not await self.is_same_origin_post(request):
+            return PlainTextResponse("revocation refused: not from this site", status_code=403)
         user = self.current_user(request)
         if user is None:
             return RedirectResponse(self.settings.after_logout, status_code=303)

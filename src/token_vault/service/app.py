@@ -20,6 +20,7 @@ from token_vault.oidc.provider import OpenIDProvider
 from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
 from token_vault.service import api, ops, pages
 from token_vault.service.caller import CallerVerifier
+from token_vault.service.guard import Guard
 from token_vault.service.logs import request_logger
 from token_vault.service.metrics import Metrics
 from token_vault.service.problem import install_problem_handlers
@@ -126,9 +127,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             await provider.close()
             await vault.close()
 
+    production = settings.mode == "production"
     app = FastAPI(
         title="token-vault",
         version=__version__,
+        # The interactive docs load their scripts from a CDN: off in production.
+        docs_url=None if production else "/docs",
+        redoc_url=None,
         summary="Users' OpenID Connect refresh tokens, kept encrypted; fresh access tokens "
         "for other services.",
         lifespan=lifespan,
@@ -143,6 +148,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.middleware("http")(request_logger(metrics))
     install_problem_handlers(app)
+    app.add_middleware(
+        Guard, max_body=settings.max_body_bytes, https=settings.base_url.startswith("https://")
+    )
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(pages.router)

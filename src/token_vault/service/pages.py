@@ -93,6 +93,8 @@ async def home(request: Request, services: ServicesDep) -> Response:
         for e in await services.vault.list_tokens(user.user_id, TokenType.OFFLINE)
         if e.client_id is not None
     ]
+    token = RelyingParty.csrf_token(request)
+    csrf = f"<input type='hidden' name='csrf' value='{escape(token)}'>"
     return _page(
         f"<p>Signed in as <strong id='user'>{escape(_display_name(entry))}</strong>"
         + (
@@ -103,9 +105,11 @@ async def home(request: Request, services: ServicesDep) -> Response:
         + ".</p>"
         + (f"<p class='note' id='notice'>{escape(notice)}</p>" if notice else "")
         + _entry_table(entry)
-        + "<p><form method='post' action='/refresh'><button id='refresh'>Refresh now</button>"
-        "</form> <a class='button secondary' id='sign-out' href='/auth/logout'>Sign out</a></p>"
-        + _offline_section(offline)
+        + f"<p><form method='post' action='/refresh'>{csrf}"
+        "<button id='refresh'>Refresh now</button></form> "
+        f"<form method='post' action='/auth/logout'>{csrf}"
+        "<button class='secondary' id='sign-out'>Sign out</button></form></p>"
+        + _offline_section(offline, csrf)
         + _handouts_section(
             await services.vault.audit_trail(user_id=user.user_id, action="token", limit=20)
         )
@@ -138,7 +142,7 @@ def _display_name(entry: VaultEntry) -> str:
     return entry.user_id
 
 
-def _offline_section(entries: list[VaultEntry]) -> str:
+def _offline_section(entries: list[VaultEntry], csrf: str) -> str:
     if not entries:
         return ""
     rows = "".join(
@@ -151,7 +155,7 @@ def _offline_section(entries: list[VaultEntry]) -> str:
         "<h2>Offline access</h2><p class='note'>These tokens outlive sign-out, so "
         "services can act for you while you are away.</p>"
         "<table id='offline'><tr><th>Entry</th><th>Granted</th><th>Expires</th></tr>"
-        f"{rows}</table><p><form method='post' action='/auth/offline/revoke'>"
+        f"{rows}</table><p><form method='post' action='/auth/offline/revoke'>{csrf}"
         "<button id='revoke-offline' class='secondary'>Revoke offline access</button>"
         "</form></p>"
     )
@@ -162,6 +166,8 @@ async def refresh_now(request: Request, services: ServicesDep) -> Response:
     user = RelyingParty.current_user(request)
     if user is None:
         return RedirectResponse("/", status_code=303)
+    if not await services.relying_party.is_same_origin_post(request):
+        return _page("<p class='error'>Refused: not from this site.</p>", status=403)
     try:
         await services.access_tokens.refresh_now(user.user_id)
         await services.vault.record_audit("refresh_forced", "ok", user_id=user.user_id)

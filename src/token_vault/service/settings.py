@@ -121,6 +121,9 @@ class ServiceSettings(VaultSettings):
         description="refresh-token lifetime assumed when the provider does not say",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="larger request bodies are refused (413)"
+    )
     refresher: bool = Field(
         default=False,
         description="run the keep-alive refresher inside `serve` (also `serve --refresher`)",
