@@ -423,3 +423,10 @@ def test_raw_header_helper_signs_correctly() -> None:
 def test_algorithms_as_one_string_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="sequence"):
         validate(sign(base_claims()), algorithms="RS256")
+
+
+def test_a_jti_longer_than_the_store_keeps_is_refused_not_a_503() -> None:
+    with pytest.raises(LogoutTokenError) as refused:
+        validate(sign(base_claims(jti="j" * 256)))
+    assert refused.value.reason == "invalid_jti"
+    assert validate(sign(base_claims(jti="j" * 255))).jti == "j" * 255

@@ -27,7 +27,7 @@ What it checks, in order, each failure with its own :attr:`LogoutTokenError.reas
     invalid_exp             ``exp`` present and not a finite number
     expired                 ``exp`` earlier than ``now - leeway``
     missing_jti             ``jti`` absent
-    invalid_jti             ``jti`` not a non-empty string
+    invalid_jti             ``jti`` not a non-empty string of at most 255 characters
     missing_events          ``events`` absent
     invalid_events          ``events`` not a JSON object
     missing_logout_event    ``events`` lacks the back-channel-logout member
@@ -83,6 +83,8 @@ __all__ = [
     "validate_logout_token",
 ]
 
+_MAX_JTI = 255  # what the store of seen logout tokens keeps
+
 BACKCHANNEL_LOGOUT_EVENT: Final = "http://schemas.openid.net/event/backchannel-logout"
 """The member of the ``events`` claim that makes a JWT a logout token."""
 
@@ -112,7 +114,7 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
     "invalid_exp": "exp is not a number",
     "expired": "the token has expired",
     "missing_jti": "jti is missing",
-    "invalid_jti": "jti is not a non-empty string",
+    "invalid_jti": "jti is not a non-empty string of at most 255 characters",
     "missing_events": "events is missing",
     "invalid_events": "events is not a JSON object",
     "missing_logout_event": "events has no back-channel logout member",
@@ -293,7 +295,7 @@ def _check_claims(
     if "jti" not in claims:
         raise _refused("missing_jti")
     jti = claims["jti"]
-    if not isinstance(jti, str) or not jti:
+    if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI or "\x00" in jti:
         raise _refused("invalid_jti")
 
     if "events" not in claims:

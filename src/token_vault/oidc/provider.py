@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from joserfc import jwt
@@ -50,6 +50,10 @@ class ProviderSettings:
     # Endpoints to use when the discovery document does not name them.
     revocation_endpoint: str | None = None
     end_session_endpoint: str | None = None
+    # Origins besides the issuer's that discovery may send this client to (Google's
+    # token endpoint and keys live on googleapis.com); https required unless allowed.
+    trusted_origins: tuple[str, ...] = ()
+    allow_http: bool = True
 
     @property
     def discovery_url(self) -> str:
@@ -121,6 +125,40 @@ def _oauth_error(response: httpx.Response) -> str | None:
     return error if isinstance(error, str) else "unknown_error"
 
 
+_ENDPOINTS = (
+    "authorization_endpoint",
+    "token_endpoint",
+    "jwks_uri",
+    "userinfo_endpoint",
+    "revocation_endpoint",
+    "introspection_endpoint",
+    "end_session_endpoint",
+)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _check_endpoints(document: Mapping[str, Any], settings: ProviderSettings) -> None:
+    """Every endpoint discovery names must live at the issuer's origin (or one trusted
+    by configuration): otherwise a tampered document could send the client secret, or
+    fetch keys, anywhere."""
+    allowed = {_origin(settings.issuer), *(o.rstrip("/").lower() for o in settings.trusted_origins)}
+    for name in _ENDPOINTS:
+        value = document.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or _origin(value) not in allowed:
+            raise ProviderResponseError(
+                f"discovery names a {name} outside the issuer's origin ({value!r}); "
+                "add its origin to TOKEN_VAULT_OIDC_TRUSTED_ORIGINS if that is intended"
+            )
+        if not settings.allow_http and not value.startswith("https://"):
+            raise ProviderResponseError(f"discovery names a plain-http {name} ({value!r})")
+
+
 class OpenIDProvider:
     """One OpenID provider and this app's confidential client at it."""
 
@@ -162,6 +200,7 @@ class OpenIDProvider:
                             f"but {self.settings.issuer!r} is configured (they must match "
                             "exactly, trailing slash included)"
                         )
+                    _check_endpoints(document, self.settings)
                     self._metadata = document
         return self._metadata
 

@@ -38,10 +38,14 @@ def _say(line: str = "") -> None:
 
 
 def _secret_file(path: Path, make: str, what: str) -> Path:
-    if not path.exists() or not path.read_text().strip():
-        path.write_text(make + "\n")
-        path.chmod(0o600)
-        _say(f"warning: generated a DEV {what} in {path}; never use it in production")
+    """A dev secret, created readable by its owner only (0600, never over another file)."""
+    if path.exists() and path.read_text().strip():
+        return path
+    path.unlink(missing_ok=True)  # an empty leftover
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(make + "\n")
+    _say(f"warning: generated a DEV {what} in {path}; never use it in production")
     return path
 
 
@@ -60,7 +64,8 @@ def _try_command(token_endpoint: str, base_url: str) -> str:
 def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var")) -> None:
     """Run the service in dev mode until Ctrl-C."""
     configure_logging(os.environ.get("TOKEN_VAULT_LOG_LEVEL", "INFO"))
-    var.mkdir(parents=True, exist_ok=True)
+    var.mkdir(mode=0o700, parents=True, exist_ok=True)
+    var.chmod(0o700)
     keys_file = _secret_file(var / "dev-keys", generate_key_spec(), "encryption key")
     session_file = _secret_file(
         var / "dev-session-secret", secrets.token_urlsafe(48), "session secret"

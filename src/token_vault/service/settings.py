@@ -75,6 +75,11 @@ class ServiceSettings(VaultSettings):
     oidc_end_session_endpoint: str | None = Field(
         default=None, description="RP-initiated logout endpoint, when discovery lacks it"
     )
+    oidc_trusted_origins: str = Field(
+        default="",
+        description="space-separated origins besides the issuer's that discovery may name "
+        "(Google: `https://oauth2.googleapis.com https://www.googleapis.com`)",
+    )
     insecure_http: bool = Field(
         default=False,
         description="allow plain-http issuer and public URL in production (loopback tests only)",
@@ -281,6 +286,8 @@ class ServiceSettings(VaultSettings):
             scopes=tuple(self.oidc_scopes.split()),
             revocation_endpoint=self.oidc_revocation_endpoint,
             end_session_endpoint=self.oidc_end_session_endpoint,
+            trusted_origins=tuple(self.oidc_trusted_origins.split()),
+            allow_http=self.mode == "dev" or self.insecure_http,
         )
 
 

@@ -108,12 +108,43 @@ async def run_on_connection(url: DatabaseURL, work: Callable[[Connection], T]) -
             result = await connection.run_sync(work)
             await connection.commit()
             return result
-    except (OSError, TimeoutError) as exc:
-        raise UnavailableError(
-            f"cannot connect to {url.redacted()}: {type(exc).__name__}"
-        ) from None
+    except (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise UnavailableError(_cannot_connect(url, exc)) from None
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated or _is_connect_error(exc):
+            raise UnavailableError(_cannot_connect(url, exc)) from None
+        raise
     finally:
         await engine.dispose()
+
+
+_CONNECT_ERRORS = {
+    "InvalidPasswordError",
+    "InvalidAuthorizationSpecificationError",
+    "InvalidCatalogNameError",
+    "CannotConnectNowError",
+}
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps (SQLAlchemy's ``orig``, Python's ``__cause__``)."""
+    found: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in found and len(found) < 8:
+        found.append(current)
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return found
+
+
+def _cannot_connect(url: DatabaseURL, exc: BaseException) -> str:
+    names = [type(e).__name__ for e in _causes(exc)]
+    reason = next((n for n in names if n in _CONNECT_ERRORS), names[-1])
+    return f"cannot use {url.redacted()}: {reason}"
+
+
+def _is_connect_error(error: BaseException) -> bool:
+    """Authentication and connection failures (asyncpg raises them as PostgresError)."""
+    return any(type(e).__name__ in _CONNECT_ERRORS for e in _causes(error))
 
 
 async def upgrade(url: DatabaseURL, revision: str = "head") -> None:

@@ -10,7 +10,9 @@ Timestamps are stored as fixed-width ISO 8601 UTC text, which sorts correctly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -263,11 +265,18 @@ def count_refresh(existing: str | None, stamp: str) -> str:
 
 
 def connect_sqlite(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open the vault's SQLite file with the settings every connection uses."""
+    """Open the vault's SQLite file with the settings every connection uses; the file
+    (and its WAL and shared-memory files) is readable by its owner only."""
+    if not Path(path).exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     connection = sqlite3.connect(
         path, isolation_level=None, check_same_thread=check_same_thread, timeout=30.0
     )
     connection.execute("PRAGMA journal_mode=WAL")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(path + suffix).chmod(0o600)
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.create_function("vault_merge_metadata", 3, merge_metadata, deterministic=True)

@@ -13,6 +13,7 @@ __all__ = ["DEFAULT_DATABASE_URL", "DatabaseURL"]
 DEFAULT_DATABASE_URL = "sqlite:///token-vault.db"
 
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg"}
+_SECRET_PARAMETERS = {"password", "sslpassword", "passfile"}
 _SQLITE_SCHEMES = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
 
 
@@ -74,9 +75,17 @@ class DatabaseURL:
         return self.redacted()
 
     def redacted(self) -> str:
-        """The URL with any password replaced by ``***``."""
+        """The URL with any password (``user:pw@`` or ``?password=``) replaced by ``***``."""
         parts = urlsplit(self.raw)
-        if parts.password is None:
-            return self.raw
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit((parts.scheme, netloc, *parts[2:]))
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+        query = "&".join(
+            f"{name}=***" if name.lower() in _SECRET_PARAMETERS else f"{name}={value}"
+            for name, value in (
+                pair.split("=", 1) if "=" in pair else (pair, "")
+                for pair in parts.query.split("&")
+                if pair
+            )
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -71,7 +71,10 @@ def check_expires_at(value: object, *, field: str = "expires_at") -> datetime:
         raise ValidationError(field, "must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "must be timezone-aware (e.g. UTC)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last datetime in UTC
+        raise ValidationError(field, "is out of range") from None
 
 
 def check_metadata(value: object) -> str | None:
