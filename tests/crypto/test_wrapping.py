@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,8 +56,8 @@ def two_keys() -> Keyring:
     return Keyring([Key.generate("k1"), Key.generate("k2")], primary="k2")
 
 
-def settings(**fields: object) -> VaultSettings:
-    return VaultSettings(_env_file=None, **fields)  # type: ignore[call-arg]
+def settings(**fields: Any) -> VaultSettings:
+    return VaultSettings(_env_file=None, **fields)
 
 
 def test_every_provider_has_the_key_wrapper_shape() -> None:
@@ -153,7 +154,7 @@ def test_settings_unwrap_each_key_once_and_keep_the_keyring() -> None:
         ) -> KeyWrapper | None:
             return dict_kek
 
-    configured = WithDictKek(_env_file=None, keys=wrap_keyring(two_keys(), dict_kek))  # type: ignore[call-arg]
+    configured = WithDictKek(_env_file=None, keys=wrap_keyring(two_keys(), dict_kek))
     calls = dict_kek.calls  # wrap_keyring unwraps each key once to check it
     first = configured.keyring()
     assert configured.keyring() is first
