@@ -277,3 +277,32 @@ def test_no_data_key_reaches_a_log_even_at_debug(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert any(r.name.startswith("botocore") for r in caplog.records)  # DEBUG was on
     assert_no_key_material(text, keyring)
+
+
+def test_keys_rewrap_moves_the_keys_from_kms_to_a_pkcs11_token(
+    moto_kms: MotoKms, softhsm: SoftHsm, databases: Databases, pg_cluster: PgCluster
+) -> None:
+    import asyncio
+
+    url = databases.fresh("postgresql")
+    plain = Keyring([Key.generate("k1")], primary="k1")
+    tokens = asyncio.run(fill(url, plain))
+    kms_key, label = moto_kms.create_kek(), softhsm.create_kek()
+    both = {**softhsm.env(label), **moto_kms.env(kms_key), "TOKEN_VAULT_DATABASE_URL": url}
+    wrapped = cli("keys", "wrap", env={**both, "TOKEN_VAULT_KEYS": plain.to_spec()})
+    kms_spec = wrapped.stdout.strip().removeprefix("TOKEN_VAULT_KEYS=")
+
+    moved = cli(
+        "keys", "rewrap", "--provider", "pkcs11", "--kek", label,
+        env={**both, "TOKEN_VAULT_KEYS": kms_spec},
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    spec_line, provider_line, label_line = moved.stdout.strip().splitlines()
+    assert provider_line == "TOKEN_VAULT_KEK_PROVIDER=pkcs11"
+    assert label_line == f"TOKEN_VAULT_PKCS11_KEY_LABEL={label}"
+    hsm_env = {
+        **softhsm.env(label),
+        "TOKEN_VAULT_DATABASE_URL": url,
+        "TOKEN_VAULT_KEYS": spec_line.removeprefix("TOKEN_VAULT_KEYS="),
+    }
+    assert asyncio.run(read_all(url, _keyring_from(hsm_env))) == tokens
