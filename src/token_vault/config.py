@@ -1,6 +1,9 @@
 """Settings from the environment (prefix ``TOKEN_VAULT_``) or an optional ``.env`` file.
 
-The vault itself never reads the environment: it takes a URL and a keyring.
+The vault itself never reads the environment: it takes a URL and a keyring. The keyring
+comes from ``TOKEN_VAULT_KEYS`` (or ``TOKEN_VAULT_KEYS_FILE``): plain keys, or keys wrapped
+by a key-encryption key that ``TOKEN_VAULT_KEK_PROVIDER`` names (``aws-kms`` or
+``pkcs11``), unwrapped once per settings object and then held in memory only.
 """
 
 from __future__ import annotations
@@ -8,17 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from token_vault.crypto.keyring import Keyring
-from token_vault.errors import KeyringError
+from token_vault.crypto.wrapping import (
+    KeyWrapper,
+    is_wrapped_spec,
+    unwrap_keyring,
+    wrap_keyring,
+)
+from token_vault.errors import ConfigurationError, KeyringError
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
 
 if TYPE_CHECKING:
     from token_vault.vault.core import Clock, TokenVault
 
-__all__ = ["VaultSettings"]
+__all__ = ["KEK_PROVIDERS", "VaultSettings"]
+
+KEK_PROVIDERS = {"aws-kms": "kms_key_id", "pkcs11": "pkcs11_key_label"}
+"""Each key-encryption-key provider, and the setting that names its KEK."""
 
 
 class VaultSettings(BaseSettings):
@@ -41,6 +53,41 @@ class VaultSettings(BaseSettings):
     pool_size: int = Field(
         default=10, ge=1, le=200, description="PostgreSQL connections per process"
     )
+    kek_provider: str | None = Field(
+        default=None,
+        description="`aws-kms` or `pkcs11`: KEYS then holds only keys wrapped by that "
+        "provider's key-encryption key (see docs/keys.md and `token-vault keys wrap`)",
+    )
+    kms_key_id: str | None = Field(
+        default=None,
+        description="aws-kms: the KEK, as key id, key ARN, alias name or alias ARN "
+        "(credentials come from boto3's usual chain)",
+    )
+    kms_region: str | None = Field(
+        default=None,
+        description="aws-kms: the region, when neither the key ARN nor AWS_REGION says it",
+    )
+    kms_endpoint_url: str | None = Field(
+        default=None, description="aws-kms: another endpoint (a VPC endpoint, a test server)"
+    )
+    pkcs11_module: Path | None = Field(
+        default=None,
+        description="pkcs11: the token's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so",
+    )
+    pkcs11_token_label: str | None = Field(
+        default=None, description="pkcs11: the label of the token holding the KEK"
+    )
+    pkcs11_pin: SecretStr | None = Field(
+        default=None, description="pkcs11: the token's user PIN (or PKCS11_PIN_FILE)"
+    )
+    pkcs11_pin_file: Path | None = Field(
+        default=None, description="pkcs11: a file holding the user PIN (instead of PKCS11_PIN)"
+    )
+    pkcs11_key_label: str | None = Field(
+        default=None, description="pkcs11: the label of the AES-256 KEK on the token"
+    )
+
+    _keyring: Keyring | None = PrivateAttr(default=None)
 
     async def open_vault(self, *, clock: Clock | None = None) -> TokenVault:
         """Open the vault these settings describe (database, keys, pool size)."""
@@ -53,19 +100,102 @@ class VaultSettings(BaseSettings):
     def database(self) -> DatabaseURL:
         return DatabaseURL.parse(self.database_url.get_secret_value())
 
-    def keyring(self) -> Keyring:
-        """The keyring, or :class:`KeyringError` saying how to provide one."""
+    def key_spec(self) -> str:
+        """The key specification as configured (plain or wrapped keys), or
+        :class:`KeyringError` saying how to provide one."""
         if self.keys is not None and self.keys.get_secret_value().strip():
-            return Keyring.from_spec(self.keys.get_secret_value())
+            return self.keys.get_secret_value()
         if self.keys_file is not None:
             try:
-                spec = self.keys_file.read_text(encoding="utf-8")
+                return self.keys_file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise KeyringError(
                     f"cannot read TOKEN_VAULT_KEYS_FILE {str(self.keys_file)!r}: {exc.strerror}"
                 ) from None
-            return Keyring.from_spec(spec)
         raise KeyringError(
             "no encryption key: set TOKEN_VAULT_KEYS (or TOKEN_VAULT_KEYS_FILE); "
             "`token-vault keys generate` prints one. The vault has no plaintext mode."
+        )
+
+    def keyring(self) -> Keyring:
+        """The keyring, or :class:`KeyringError` saying how to provide one.
+
+        Wrapped keys are unwrapped by the configured KEK on the first call only; the
+        data keys then stay in this object's memory, never on disk or in a log.
+        """
+        if self._keyring is None:
+            spec = self.key_spec()
+            wrapper = self.key_wrapper()
+            if wrapper is not None:
+                self._keyring = unwrap_keyring(spec, wrapper)
+            elif is_wrapped_spec(spec):
+                raise KeyringError(
+                    "TOKEN_VAULT_KEYS holds wrapped keys: set TOKEN_VAULT_KEK_PROVIDER (and "
+                    "that provider's settings) so the vault can unwrap them"
+                )
+            else:
+                self._keyring = Keyring.from_spec(spec)
+        return self._keyring
+
+    def key_wrapper(
+        self, *, provider: str | None = None, kek: str | None = None
+    ) -> KeyWrapper | None:
+        """The key-encryption key these settings name, or ``None`` for plain keys.
+
+        ``provider`` and ``kek`` override ``TOKEN_VAULT_KEK_PROVIDER`` and the setting
+        that names the KEK (:data:`KEK_PROVIDERS`), for re-wrapping under another KEK.
+        """
+        provider = provider or self.kek_provider or None
+        if provider is None:
+            return None
+        if provider not in KEK_PROVIDERS:
+            raise ConfigurationError(
+                f"TOKEN_VAULT_KEK_PROVIDER must be one of {', '.join(sorted(KEK_PROVIDERS))} "
+                f"(got {provider!r})"
+            )
+        name = kek or getattr(self, KEK_PROVIDERS[provider])
+        if not name:
+            setting = f"TOKEN_VAULT_{KEK_PROVIDERS[provider].upper()}"
+            raise KeyringError(f"{setting} is required with TOKEN_VAULT_KEK_PROVIDER={provider}")
+        if provider == "aws-kms":
+            from token_vault.crypto.kms import AwsKmsWrapper
+
+            return AwsKmsWrapper.connect(
+                name, region=self.kms_region, endpoint_url=self.kms_endpoint_url
+            )
+        from token_vault.crypto.hsm import Pkcs11Wrapper
+
+        module, token = self.pkcs11_module, self.pkcs11_token_label
+        if module is None or not token:
+            raise KeyringError(
+                "TOKEN_VAULT_PKCS11_MODULE and TOKEN_VAULT_PKCS11_TOKEN_LABEL are required "
+                "with TOKEN_VAULT_KEK_PROVIDER=pkcs11"
+            )
+        return Pkcs11Wrapper(
+            module=module,
+            token_label=token,
+            pin=self._pkcs11_pin(),
+            key_label=name,
+        )
+
+    def key_spec_for(self, keyring: Keyring) -> str:
+        """The specification to configure for ``keyring``: wrapped by the configured KEK
+        when there is one, else plain (a secret either way only in the plain case)."""
+        wrapper = self.key_wrapper()
+        return keyring.to_spec() if wrapper is None else wrap_keyring(keyring, wrapper)
+
+    def _pkcs11_pin(self) -> str:
+        if self.pkcs11_pin is not None and self.pkcs11_pin.get_secret_value():
+            return self.pkcs11_pin.get_secret_value()
+        if self.pkcs11_pin_file is not None:
+            try:
+                return self.pkcs11_pin_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise KeyringError(
+                    f"cannot read TOKEN_VAULT_PKCS11_PIN_FILE {str(self.pkcs11_pin_file)!r}: "
+                    f"{exc.strerror}"
+                ) from None
+        raise KeyringError(
+            "TOKEN_VAULT_PKCS11_PIN (or TOKEN_VAULT_PKCS11_PIN_FILE) is required with "
+            "TOKEN_VAULT_KEK_PROVIDER=pkcs11"
         )

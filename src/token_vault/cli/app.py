@@ -11,16 +11,19 @@ import asyncio
 import os
 import sys
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from token_vault.config import VaultSettings
-from token_vault.crypto.keyring import generate_key_spec
+from token_vault.config import KEK_PROVIDERS, VaultSettings
+from token_vault.crypto.keyring import Key, Keyring
+from token_vault.crypto.wrapping import is_wrapped_spec, rewrap_spec, wrap_keyring
 from token_vault.errors import (
     ConfigurationError,
     DecryptionError,
+    KeyringError,
     MigrationError,
     UnavailableError,
     ValidationError,
@@ -59,13 +62,20 @@ def exit_code_for(error: VaultError) -> int:
     return 1
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, turning vault errors into a message and an exit code."""
+@contextmanager
+def failing_cleanly() -> Iterator[None]:
+    """Turn a vault error into a message on stderr and its exit code."""
     try:
-        return asyncio.run(coroutine)
+        yield
     except VaultError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(exit_code_for(error)) from None
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning vault errors into a message and an exit code."""
+    with failing_cleanly():
+        return asyncio.run(coroutine)
 
 
 def _settings() -> VaultSettings:
@@ -128,8 +138,13 @@ def db_check() -> None:
 
 @keys_app.command("generate")
 def keys_generate() -> None:
-    """Print a new key as TOKEN_VAULT_KEYS=... (only `keys` commands print keys)."""
-    typer.echo(f"TOKEN_VAULT_KEYS={generate_key_spec()}")
+    """Print a new key as TOKEN_VAULT_KEYS=... (only `keys` commands print keys).
+
+    With TOKEN_VAULT_KEK_PROVIDER set, the key is printed wrapped by that KEK.
+    """
+    with failing_cleanly():
+        spec = _settings().key_spec_for(Keyring([key := Key.generate()], primary=key.key_id))
+    typer.echo(f"TOKEN_VAULT_KEYS={spec}")
 
 
 @keys_app.command("add")
@@ -138,10 +153,71 @@ def keys_add() -> None:
 
     Give the printed value to every instance, then run `token-vault keys rotate`.
     """
-    from token_vault.crypto.keyring import Key
+    with failing_cleanly():
+        settings = _settings()
+        spec = settings.key_spec_for(settings.keyring().with_primary(Key.generate()))
+    typer.echo(f"TOKEN_VAULT_KEYS={spec}")
 
-    keyring = _settings().keyring().with_primary(Key.generate())
-    typer.echo(f"TOKEN_VAULT_KEYS={keyring.to_spec()}")
+
+@keys_app.command("wrap")
+def keys_wrap() -> None:
+    """Print TOKEN_VAULT_KEYS=... with today's plain keys wrapped by the KEK.
+
+    Set TOKEN_VAULT_KEK_PROVIDER and that provider's settings beside the plain
+    TOKEN_VAULT_KEYS, run this, and configure every instance with the printed value: the
+    data keys (and so every stored row) stay the same, and the configuration holds no key.
+    """
+    with failing_cleanly():
+        settings = _settings()
+        spec = settings.key_spec()
+        if is_wrapped_spec(spec):
+            raise KeyringError(
+                "TOKEN_VAULT_KEYS is wrapped already; `token-vault keys rewrap --kek NEW` "
+                "wraps it under another KEK"
+            )
+        wrapper = settings.key_wrapper()
+        if wrapper is None:
+            raise ConfigurationError(
+                "no key-encryption key: set TOKEN_VAULT_KEK_PROVIDER (aws-kms or pkcs11) and "
+                "that provider's settings, then run this again"
+            )
+        wrapped = wrap_keyring(Keyring.from_spec(spec), wrapper)
+    typer.echo(f"TOKEN_VAULT_KEYS={wrapped}")
+
+
+@keys_app.command("rewrap")
+def keys_rewrap(
+    kek: Annotated[
+        str,
+        typer.Option(help="the new KEK: a KMS key id, ARN or alias, or a PKCS#11 key label"),
+    ],
+    provider: Annotated[
+        str | None,
+        typer.Option(help="the new KEK's provider, aws-kms or pkcs11 (default: the current)"),
+    ] = None,
+) -> None:
+    """Print TOKEN_VAULT_KEYS=... re-wrapped under a new KEK, and the setting naming it.
+
+    The data keys do not change: no row is re-encrypted, and running instances go on with
+    the keys they hold. Configure every instance with the printed lines; disable the old
+    KEK once all of them have restarted.
+    """
+    with failing_cleanly():
+        settings = _settings()
+        current = settings.key_wrapper()
+        if current is None:
+            raise ConfigurationError(
+                "no key-encryption key is configured, so nothing to re-wrap: "
+                "`token-vault keys wrap` wraps plain keys"
+            )
+        new_provider = provider or settings.kek_provider or ""
+        new = settings.key_wrapper(provider=new_provider, kek=kek)
+        assert new is not None  # a provider was given
+        spec = rewrap_spec(settings.key_spec(), current, new)
+    typer.echo(f"TOKEN_VAULT_KEYS={spec}")
+    if new_provider != settings.kek_provider:
+        typer.echo(f"TOKEN_VAULT_KEK_PROVIDER={new_provider}")
+    typer.echo(f"TOKEN_VAULT_{KEK_PROVIDERS[new_provider].upper()}={kek}")
 
 
 @keys_app.command("status")
@@ -153,6 +229,10 @@ def keys_status() -> None:
             return await vault.keys_in_use(), vault.keyring.primary, vault.keyring.key_ids
 
     used, primary, configured = run(count())
+    with failing_cleanly():
+        wrapper = _settings().key_wrapper()
+    if wrapper is not None:
+        typer.echo(f"data keys wrapped by {wrapper.kek_id}")
     for key_id in sorted(configured | set(used)):
         marks = " (primary)" if key_id == primary else ""
         marks += "" if key_id in configured else " (NOT CONFIGURED)"
@@ -188,12 +268,14 @@ def keys_rotate(
 def keys_remove(key_id: Annotated[str, typer.Argument(help="the key id to drop")]) -> None:
     """Print TOKEN_VAULT_KEYS=... without KEY_ID; refuses while any row still uses it."""
 
-    async def check() -> tuple[int, str]:
-        async with await _settings().open_vault() as vault:
-            remaining = vault.keyring.without(key_id)
-            return (await vault.keys_in_use()).get(key_id, 0), remaining.to_spec()
+    settings = _settings()
 
-    in_use, spec = run(check())
+    async def check() -> tuple[int, Keyring]:
+        async with await settings.open_vault() as vault:
+            remaining = vault.keyring.without(key_id)
+            return (await vault.keys_in_use()).get(key_id, 0), remaining
+
+    in_use, remaining = run(check())
     if in_use:
         typer.echo(
             f"error: {in_use} ciphertext(s) still use key {key_id}; "
@@ -201,6 +283,8 @@ def keys_remove(key_id: Annotated[str, typer.Argument(help="the key id to drop")
             err=True,
         )
         raise typer.Exit(1)
+    with failing_cleanly():
+        spec = settings.key_spec_for(remaining)
     typer.echo(f"TOKEN_VAULT_KEYS={spec}")
 
 

@@ -48,7 +48,9 @@ async def run_checks(settings: ServiceSettings) -> list[Check]:
 
     async def keys() -> str:
         keyring = settings.keyring()
-        return f"{len(keyring.key_ids)} key(s), primary {keyring.primary}"
+        wrapper = settings.key_wrapper()
+        held = f", unwrapped by {wrapper.kek_id}" if wrapper is not None else ""
+        return f"{len(keyring.key_ids)} key(s), primary {keyring.primary}{held}"
 
     checks.append(await _attempt("keys", "`token-vault keys generate` prints one", keys))
 

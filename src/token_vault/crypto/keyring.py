@@ -11,6 +11,8 @@ Key specification (``TOKEN_VAULT_KEYS`` or the file named by ``TOKEN_VAULT_KEYS_
     primary=k2,k2=<base64 of 32 bytes>,k1=<base64 of 32 bytes>
 
 Entries are separated by commas or whitespace; ``primary=`` names the key that seals.
+Keys wrapped by a key-encryption key read ``ID=wrapped:<base64>`` instead; they are
+opened by :func:`token_vault.crypto.wrapping.unwrap_keyring`, never by this module.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from token_vault.errors import DecryptionError, KeyringError
 
-__all__ = ["Key", "Keyring", "Sealed", "generate_key_spec"]
+__all__ = ["WRAPPED_PREFIX", "Key", "Keyring", "Sealed", "generate_key_spec", "parse_spec"]
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AD_PREFIX = b"token-vault/v1"
+WRAPPED_PREFIX = "wrapped:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,31 +161,48 @@ class Keyring:
     @classmethod
     def from_spec(cls, spec: str) -> Keyring:
         """Parse ``primary=ID,ID=BASE64,...`` (commas or whitespace between entries)."""
-        primary: str | None = None
-        keys: list[Key] = []
-        for raw in re.split(r"[,\s]+", spec.strip()):
-            if not raw:
-                continue
-            name, sep, value = raw.partition("=")
-            if not sep or not name or not value:
-                raise KeyringError("each key entry must read ID=BASE64, and one primary=ID")
-            if name == "primary":
-                if primary is not None:
-                    raise KeyringError("primary= appears more than once")
-                primary = value
-                continue
-            keys.append(Key(name, _decode_key(name, value)))
-        if not keys:
-            raise KeyringError("no key found; generate one with `token-vault keys generate`")
-        if primary is None:
-            raise KeyringError("name the primary key explicitly with primary=ID")
-        return cls(keys, primary=primary)
+        primary, entries = parse_spec(spec)
+        if any(value.startswith(WRAPPED_PREFIX) for _, value in entries):
+            raise KeyringError(
+                "the key specification holds wrapped keys; set TOKEN_VAULT_KEK_PROVIDER "
+                "(and the settings of that provider) so the vault can unwrap them"
+            )
+        return cls(
+            [Key(key_id, _decode_key(key_id, value)) for key_id, value in entries], primary=primary
+        )
 
     def to_spec(self) -> str:
         """The specification that opens this keyring (contains the keys: handle as a secret)."""
         entries = [self._keys[self._primary].encoded()]
         entries += [k.encoded() for i, k in sorted(self._keys.items()) if i != self._primary]
         return ",".join([f"primary={self._primary}", *entries])
+
+
+def parse_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split a key specification into the primary's id and ``(id, value)`` entries.
+
+    Checks the shape only (one ``primary=``, at least one key, ``ID=VALUE`` entries);
+    what a value means (base64 key material, or a wrapped key) is the caller's business.
+    """
+    primary: str | None = None
+    entries: list[tuple[str, str]] = []
+    for raw in re.split(r"[,\s]+", spec.strip()):
+        if not raw:
+            continue
+        name, sep, value = raw.partition("=")
+        if not sep or not name or not value:
+            raise KeyringError("each key entry must read ID=BASE64, and one primary=ID")
+        if name == "primary":
+            if primary is not None:
+                raise KeyringError("primary= appears more than once")
+            primary = value
+            continue
+        entries.append((name, value))
+    if not entries:
+        raise KeyringError("no key found; generate one with `token-vault keys generate`")
+    if primary is None:
+        raise KeyringError("name the primary key explicitly with primary=ID")
+    return primary, entries
 
 
 def _decode_key(key_id: str, value: str) -> bytes:
