@@ -68,6 +68,8 @@ auth_vault = sa.Table(
     sa.Column("needs_reauth", sa.Boolean(), nullable=False, server_default=sa.false()),
     # The client an offline token was issued to, for offline access by login (0004).
     sa.Column("client_id", sa.Text(), nullable=True),
+    # The ciphertext format: 2 binds the entry id as well (revision 0006).
+    sa.Column("seal_version", sa.SmallInteger(), nullable=False, server_default="1"),
     sa.CheckConstraint("token_type IN ('refresh', 'offline')", name="token_type"),
     sa.Index("auth_vault_user_id_idx", "user_id", "token_type"),
     sa.Index("auth_vault_session_state_idx", "session_state"),
