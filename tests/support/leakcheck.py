@@ -84,10 +84,12 @@ def watching() -> Iterator[None]:
         setattr(owner, name, make(original))
 
     def seal(original: Any) -> Any:
-        def wrapper(self: Any, plaintext: str, *, user_id: str, token_type: str) -> Any:
+        def wrapper(
+            self: Any, plaintext: str, *, user_id: str, token_type: str, **more: Any
+        ) -> Any:
             if token_type in ("refresh", "offline"):
                 remember_secret(plaintext)
-            return original(self, plaintext, user_id=user_id, token_type=token_type)
+            return original(self, plaintext, user_id=user_id, token_type=token_type, **more)
 
         return wrapper
 

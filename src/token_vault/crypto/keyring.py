@@ -37,6 +37,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AD_PREFIX = b"token-vault/v1"
+_AD_PREFIX_V2 = b"token-vault/v2"
 WRAPPED_PREFIX = "wrapped:"
 
 
@@ -72,16 +73,24 @@ class Key:
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """A ciphertext (with its GCM tag), the nonce it was sealed with, and its key id."""
+    """A ciphertext (with its GCM tag), the nonce it was sealed with, its key id, and its
+    format: 1 binds user, token type and key id; 2 binds the entry id as well."""
 
     ciphertext: bytes = field(repr=False)
     nonce: bytes = field(repr=False)
     key_id: str
+    version: int = 1
 
 
-def associated_data(user_id: str, token_type: str, key_id: str) -> bytes:
-    """Canonical, length-prefixed associated data binding a ciphertext to its row."""
-    parts = [_AD_PREFIX, *(p.encode("utf-8") for p in (user_id, token_type, key_id))]
+def associated_data(
+    user_id: str, token_type: str, key_id: str, entry_id: str | None = None
+) -> bytes:
+    """Canonical, length-prefixed associated data binding a ciphertext to its row:
+    format 1 without ``entry_id``, format 2 with it."""
+    values = (user_id, token_type, key_id) if entry_id is None else (
+        user_id, token_type, key_id, entry_id)  # fmt: skip
+    prefix = _AD_PREFIX if entry_id is None else _AD_PREFIX_V2
+    parts = [prefix, *(p.encode("utf-8") for p in values)]
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
@@ -136,21 +145,29 @@ class Keyring:
             [k for k in self._keys.values() if k.key_id != key_id], primary=self._primary
         )
 
-    def seal(self, plaintext: str, *, user_id: str, token_type: str) -> Sealed:
-        """Encrypt with the primary key under a fresh random 96-bit nonce."""
+    def seal(
+        self, plaintext: str, *, user_id: str, token_type: str, entry_id: str | None = None
+    ) -> Sealed:
+        """Encrypt with the primary key under a fresh random 96-bit nonce; bound to
+        ``entry_id`` too (format 2) when one is given."""
         nonce = os.urandom(NONCE_BYTES)
-        ad = associated_data(user_id, token_type, self._primary)
+        ad = associated_data(user_id, token_type, self._primary, entry_id)
         ciphertext = self._aeads[self._primary].encrypt(nonce, plaintext.encode("utf-8"), ad)
-        return Sealed(ciphertext=ciphertext, nonce=nonce, key_id=self._primary)
+        version = 1 if entry_id is None else 2
+        return Sealed(ciphertext=ciphertext, nonce=nonce, key_id=self._primary, version=version)
 
     def open(
         self, sealed: Sealed, *, user_id: str, token_type: str, entry_id: str | None = None
     ) -> str:
-        """Decrypt, or raise the one opaque :class:`DecryptionError`."""
+        """Decrypt, or raise the one opaque :class:`DecryptionError`. A format-2
+        ciphertext opens only with the ``entry_id`` it was sealed for."""
         aead = self._aeads.get(sealed.key_id)
         if aead is None or len(sealed.nonce) != NONCE_BYTES:
             raise DecryptionError(entry_id)
-        ad = associated_data(user_id, token_type, sealed.key_id)
+        if sealed.version == 2 and entry_id is None:
+            raise DecryptionError(entry_id)
+        bound = entry_id if sealed.version == 2 else None
+        ad = associated_data(user_id, token_type, sealed.key_id, bound)
         try:
             return aead.decrypt(sealed.nonce, sealed.ciphertext, ad).decode("utf-8")
         except (InvalidTag, UnicodeDecodeError, ValueError):

@@ -139,7 +139,7 @@ def _causes(error: BaseException) -> list[BaseException]:
 def _cannot_connect(url: DatabaseURL, exc: BaseException) -> str:
     names = [type(e).__name__ for e in _causes(exc)]
     reason = next((n for n in names if n in _CONNECT_ERRORS), names[-1])
-    return f"cannot use {url.redacted()}: {reason}"
+    return f"cannot connect to {url.redacted()}: {reason}"
 
 
 def _is_connect_error(error: BaseException) -> bool:

@@ -65,10 +65,11 @@ RETURNING id
 
 INSERT_TOKEN = """
 INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
-                        expires_at, session_state, metadata, created_at, updated_at)
+                        expires_at, session_state, metadata, created_at, updated_at,
+                        seal_version)
 VALUES ($1, $2, $11, $3, $4, $5, $6, $7,
         COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
-        $9, $9)
+        $9, $9, $12)
 RETURNING id
 """
 
@@ -77,12 +78,13 @@ RETURNING id
 UPSERT_OFFLINE_TOKEN = """
 INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
                              expires_at, session_state, metadata, created_at, updated_at,
-                             client_id)
+                             client_id, seal_version)
 VALUES ($1, $2, 'offline', $3, $4, $5, $6, $7,
         COALESCE($8::jsonb, '{}'::jsonb) || jsonb_build_object('updatedAt', $10::text),
-        $9, $9, $11)
+        $9, $9, $11, $12)
 ON CONFLICT (user_id, client_id) WHERE token_type = 'offline' AND client_id IS NOT NULL
 DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
+              seal_version = EXCLUDED.seal_version,
               nonce = EXCLUDED.nonce,
               key_id = EXCLUDED.key_id,
               expires_at = EXCLUDED.expires_at,
@@ -180,6 +182,7 @@ RETURNING id
 RECORD_REFRESH = """
 UPDATE auth_vault
 SET ciphertext = COALESCE($3, ciphertext),
+    seal_version = COALESCE($15, seal_version),
     nonce = COALESCE($4, nonce),
     key_id = COALESCE($5, key_id),
     expires_at = COALESCE(clock_timestamp() + make_interval(secs => $6), expires_at),
@@ -229,7 +232,7 @@ RETURNING id
 # Key rotation: rows holding a ciphertext sealed with another key than the primary.
 SELECT_ON_OTHER_KEYS = f"""
 SELECT {COLUMNS} FROM auth_vault
-WHERE (key_id <> $1 OR access_key_id <> $1)
+WHERE (key_id <> $1 OR access_key_id <> $1 OR (token_type = 'offline' AND seal_version < 2))
   AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
 ORDER BY id
 LIMIT $2
@@ -240,7 +243,7 @@ LIMIT $2
 RESEAL = """
 UPDATE auth_vault
 SET ciphertext = $3, nonce = $4, key_id = $5,
-    access_ciphertext = $6, access_nonce = $7, access_key_id = $8
+    access_ciphertext = $6, access_nonce = $7, access_key_id = $8, seal_version = $9
 WHERE id = $1 AND nonce = $2
   AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
 RETURNING id
@@ -413,13 +416,15 @@ class PostgresBackend:
 
     async def insert(self, row: NewRow) -> str:
         entry_id: str = await self._run(
-            self._pool.fetchval(INSERT_TOKEN, *_params(row), row.token_type)
+            self._pool.fetchval(INSERT_TOKEN, *_params(row), row.token_type, row.sealed.version)
         )
         return entry_id
 
     async def upsert_offline(self, row: NewRow) -> str:
         entry_id: str = await self._run(
-            self._pool.fetchval(UPSERT_OFFLINE_TOKEN, *_params(row), row.client_id)
+            self._pool.fetchval(
+                UPSERT_OFFLINE_TOKEN, *_params(row), row.client_id, row.sealed.version
+            )
         )
         return entry_id
 
@@ -513,6 +518,7 @@ class PostgresBackend:
                 write.now,
                 metadata_stamp(write.now),
                 write.expected_nonce,
+                refresh.version if refresh else None,
             )
         )
         return access_expires_at
@@ -563,6 +569,7 @@ class PostgresBackend:
                 access.ciphertext if access else None,
                 access.nonce if access else None,
                 access.key_id if access else None,
+                refresh.version,
             )
         )
         return written is not None

@@ -114,14 +114,19 @@ def stored_row(record: Sequence[Any], parse_time: Callable[[Any], datetime]) -> 
     access = None
     if at("access_ciphertext") is not None:
         access = Sealed(
-            bytes(at("access_ciphertext")), bytes(at("access_nonce")), at("access_key_id")
+            bytes(at("access_ciphertext")),
+            bytes(at("access_nonce")),
+            at("access_key_id"),
+            int(at("seal_version")),
         )
     stored_metadata = at("metadata")
     return StoredRow(
         id=at("id"),
         user_id=at("user_id"),
         token_type=at("token_type"),
-        sealed=Sealed(bytes(at("ciphertext")), bytes(at("nonce")), at("key_id")),
+        sealed=Sealed(
+            bytes(at("ciphertext")), bytes(at("nonce")), at("key_id"), int(at("seal_version"))
+        ),
         expires_at=parse_time(at("expires_at")),
         session_state=at("session_state"),
         metadata=json.loads(stored_metadata) if stored_metadata is not None else {},

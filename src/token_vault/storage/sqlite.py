@@ -63,18 +63,21 @@ RETURNING id
 
 INSERT_TOKEN = """
 INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id,
-                        expires_at, session_state, metadata, created_at, updated_at)
-VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9)
+                        expires_at, session_state, metadata, created_at, updated_at,
+                        seal_version)
+VALUES (?1, ?2, ?11, ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9, ?12)
 RETURNING id
 """
 
 UPSERT_OFFLINE_TOKEN = """
 INSERT INTO auth_vault AS v (id, user_id, token_type, ciphertext, nonce, key_id,
                              expires_at, session_state, metadata, created_at, updated_at,
-                             client_id)
-VALUES (?1, ?2, 'offline', ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9, ?11)
+                             client_id, seal_version)
+VALUES (?1, ?2, 'offline', ?3, ?4, ?5, ?6, ?7, vault_merge_metadata(NULL, ?8, ?10), ?9, ?9, ?11,
+        ?12)
 ON CONFLICT (user_id, client_id) WHERE token_type = 'offline' AND client_id IS NOT NULL
 DO UPDATE SET ciphertext = excluded.ciphertext,
+              seal_version = excluded.seal_version,
               nonce = excluded.nonce,
               key_id = excluded.key_id,
               expires_at = excluded.expires_at,
@@ -151,6 +154,7 @@ RETURNING id
 RECORD_REFRESH = """
 UPDATE auth_vault
 SET ciphertext = COALESCE(?3, ciphertext),
+    seal_version = COALESCE(?15, seal_version),
     nonce = COALESCE(?4, nonce),
     key_id = COALESCE(?5, key_id),
     expires_at = COALESCE(?6, expires_at),
@@ -191,7 +195,7 @@ RETURNING id
 
 SELECT_ON_OTHER_KEYS = f"""
 SELECT {COLUMNS} FROM auth_vault
-WHERE (key_id <> ?1 OR access_key_id <> ?1)
+WHERE (key_id <> ?1 OR access_key_id <> ?1 OR (token_type = 'offline' AND seal_version < 2))
   AND (lease_expires_at IS NULL OR lease_expires_at <= ?3)
 ORDER BY id
 LIMIT ?2
@@ -200,7 +204,7 @@ LIMIT ?2
 RESEAL = """
 UPDATE auth_vault
 SET ciphertext = ?3, nonce = ?4, key_id = ?5,
-    access_ciphertext = ?6, access_nonce = ?7, access_key_id = ?8
+    access_ciphertext = ?6, access_nonce = ?7, access_key_id = ?8, seal_version = ?10
 WHERE id = ?1 AND nonce = ?2
   AND (lease_expires_at IS NULL OR lease_expires_at <= ?9)
 RETURNING id
@@ -356,11 +360,11 @@ class SQLiteBackend:
         )
 
     async def insert(self, row: NewRow) -> str:
-        params = (*_params(row), row.token_type)
+        params = (*_params(row), row.token_type, row.sealed.version)
         return await self._run(lambda c: str(c.execute(INSERT_TOKEN, params).fetchall()[0][0]))
 
     async def upsert_offline(self, row: NewRow) -> str:
-        params = (*_params(row), row.client_id)
+        params = (*_params(row), row.client_id, row.sealed.version)
         return await self._run(
             lambda c: str(c.execute(UPSERT_OFFLINE_TOKEN, params).fetchall()[0][0])
         )
@@ -461,6 +465,7 @@ class SQLiteBackend:
             to_text(write.now),
             metadata_stamp(write.now),
             write.expected_nonce,
+            refresh.version if refresh else None,
         )
         rows = await self._run(lambda c: c.execute(RECORD_REFRESH, params).fetchall())
         return datetime.fromisoformat(rows[0][0]) if rows else None
@@ -508,6 +513,7 @@ class SQLiteBackend:
             access.nonce if access else None,
             access.key_id if access else None,
             to_text(now),
+            refresh.version,
         )
         return bool(await self._run(lambda c: c.execute(RESEAL, params).fetchall()))
 

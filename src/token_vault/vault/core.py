@@ -208,8 +208,19 @@ class TokenVault:
         merged). Returns the entry id and the replaced token, if any and different, so
         the caller can revoke it at the provider."""
         client_id = check_identifier("client_id", client_id)
-        row = self._new_row(user_id, token, TokenType.OFFLINE, expires_at, session_state, metadata)
-        previous = await self._backend.fetch_client_offline(row.user_id, client_id)
+        previous = await self._backend.fetch_client_offline(
+            check_identifier("user_id", user_id), client_id
+        )
+        # The upsert keeps the previous entry's id: seal for that id.
+        row = self._new_row(
+            user_id,
+            token,
+            TokenType.OFFLINE,
+            expires_at,
+            session_state,
+            metadata,
+            entry_id=previous.id if previous is not None else None,
+        )
         replaced = None
         if previous is not None:
             try:
@@ -230,8 +241,13 @@ class TokenVault:
         *,
         access_token: str | None = None,
         access_expires_at: datetime | None = None,
+        entry_id: str | None = None,
     ) -> NewRow:
         user_id = check_identifier("user_id", user_id)
+        entry_id = entry_id or str(uuid.uuid4())
+        sealed = self._sealer.seal(
+            check_token(token), user_id=user_id, token_type=token_type.value, entry_id=entry_id
+        )
         token = check_token(token)
         expires = check_expires_at(expires_at)
         if session_state is not None:
@@ -243,12 +259,14 @@ class TokenVault:
             if access_expires_at is None:
                 raise ValidationError("access_expires_at", "is required with access_token")
             access_expires = check_expires_at(access_expires_at, field="access_expires_at")
-            access = self._sealer.seal_access(access_token, user_id=user_id)
+            access = self._sealer.seal_access(
+                access_token, user_id=user_id, entry_id=entry_id, version=sealed.version
+            )
         return NewRow(
-            id=str(uuid.uuid4()),
+            id=entry_id,
             user_id=user_id,
             token_type=token_type.value,
-            sealed=self._sealer.seal(token, user_id=user_id, token_type=token_type.value),
+            sealed=sealed,
             expires_at=expires,
             session_state=session_state,
             metadata_json=metadata_json,
@@ -312,6 +330,7 @@ class TokenVault:
             entry=self._sealer.entry(row),
             state=self._sealer.state(row, now),
             nonce=row.sealed.nonce,
+            version=row.sealed.version,
         )
 
     async def renew_refresh(self, lease: RefreshLease) -> bool:
@@ -330,15 +349,21 @@ class TokenVault:
         :class:`ValidationError` for tokens that cannot be stored, before any write.
         """
         entry = lease.entry
-        access = self._sealer.seal_access(
-            check_token(outcome.access_token, field="access_token"), user_id=entry.user_id
-        )
         rotated = outcome.refresh_token
         refresh = None
         if rotated is not None and rotated != entry.token:
             refresh = self._sealer.seal(
-                check_token(rotated), user_id=entry.user_id, token_type=entry.token_type.value
+                check_token(rotated),
+                user_id=entry.user_id,
+                token_type=entry.token_type.value,
+                entry_id=entry.id,
             )
+        access = self._sealer.seal_access(
+            check_token(outcome.access_token, field="access_token"),
+            user_id=entry.user_id,
+            entry_id=entry.id,
+            version=refresh.version if refresh is not None else lease.version,
+        )
         session_state = outcome.session_state
         if session_state is not None:
             session_state = check_identifier("session_state", session_state)

@@ -69,6 +69,7 @@ class RefreshLease:
     entry: VaultEntry
     state: RefreshState
     nonce: bytes = field(repr=False)  # what the entry held: writes apply only if unchanged
+    version: int = 1  # the entry's ciphertext format
 
 
 @dataclass(frozen=True, slots=True)

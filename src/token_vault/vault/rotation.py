@@ -54,9 +54,17 @@ async def rotate(
         batch_skipped = 0
         for row in rows:
             entry = sealer.entry(row)
-            refresh = sealer.seal(entry.token, user_id=row.user_id, token_type=row.token_type)
+            refresh = sealer.seal(
+                entry.token, user_id=row.user_id, token_type=row.token_type, entry_id=row.id
+            )
             cached = sealer.access(row)
-            access = sealer.seal_access(cached.token, user_id=row.user_id) if cached else None
+            access = (
+                sealer.seal_access(
+                    cached.token, user_id=row.user_id, entry_id=row.id, version=refresh.version
+                )
+                if cached
+                else None
+            )
             if await backend.reseal(row.id, row.sealed.nonce, refresh, access, now()):
                 resealed += 1
             else:

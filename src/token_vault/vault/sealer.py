@@ -22,11 +22,20 @@ class RowSealer:
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
 
-    def seal(self, token: str, *, user_id: str, token_type: str) -> Sealed:
-        return self.keyring.seal(token, user_id=user_id, token_type=token_type)
+    def seal(self, token: str, *, user_id: str, token_type: str, entry_id: str) -> Sealed:
+        """Offline entries are many per user: their ciphertexts are bound to the entry id
+        as well (format 2). A user's one refresh entry is already singled out by user and
+        type (format 1)."""
+        bound = entry_id if token_type == TokenType.OFFLINE.value else None
+        return self.keyring.seal(token, user_id=user_id, token_type=token_type, entry_id=bound)
 
-    def seal_access(self, token: str, *, user_id: str) -> Sealed:
-        return self.keyring.seal(token, user_id=user_id, token_type=ACCESS_TOKEN_TYPE)
+    def seal_access(self, token: str, *, user_id: str, entry_id: str, version: int) -> Sealed:
+        """An access token cached in a row, sealed in the format (``version``) of the
+        row's own token."""
+        bound = entry_id if version == 2 else None
+        return self.keyring.seal(
+            token, user_id=user_id, token_type=ACCESS_TOKEN_TYPE, entry_id=bound
+        )
 
     def entry(self, row: StoredRow) -> VaultEntry:
         """Decrypt a stored row into an entry (raises :class:`DecryptionError`)."""
