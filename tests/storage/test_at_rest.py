@@ -97,3 +97,54 @@ async def test_ciphertext_moved_between_rows_in_the_database_never_decrypts(
                 await vault.get_refresh_token(user)
         with pytest.raises(DecryptionError):
             await vault.retrieve(offline)
+
+
+async def test_an_offline_ciphertext_moved_to_another_offline_row_never_decrypts(
+    databases: Databases, pg_cluster: PgCluster, keyring: Keyring
+) -> None:
+    """Format 2 binds the entry id: two offline entries of one user, one swapped."""
+    url = databases.fresh("postgresql")
+    name = url.rsplit("/", 1)[1]
+    async with await TokenVault.open(url, keyring) as vault:
+        first = await vault.store("carol", "carol-offline-one", expires_at=EXPIRES)
+        second = await vault.store("carol", "carol-offline-two", expires_at=EXPIRES)
+        pg_cluster.psql(
+            "UPDATE auth_vault AS t SET ciphertext = s.ciphertext, nonce = s.nonce, "
+            f"seal_version = s.seal_version FROM auth_vault AS s WHERE t.id = '{second}' "
+            f"AND s.id = '{first}'",
+            database=name,
+        )
+        with pytest.raises(DecryptionError):
+            await vault.retrieve(second)
+        opened = await vault.retrieve(first)
+        assert opened is not None
+        assert opened.token == "carol-offline-one"
+
+
+async def test_format_1_rows_still_open_and_rotation_reseals_them_to_format_2(
+    databases: Databases, pg_cluster: PgCluster, keyring: Keyring
+) -> None:
+    url = databases.fresh("postgresql")
+    name = url.rsplit("/", 1)[1]
+    sealed = keyring.seal("dave-old-offline", user_id="dave", token_type="offline")
+    assert sealed.version == 1
+    pg_cluster.psql(
+        "INSERT INTO auth_vault (id, user_id, token_type, ciphertext, nonce, key_id, "
+        "expires_at, metadata, created_at, updated_at) VALUES ('old-row', 'dave', 'offline', "
+        f"'\\x{sealed.ciphertext.hex()}', '\\x{sealed.nonce.hex()}', '{sealed.key_id}', "
+        "'2030-01-01Z', '{}', now(), now())",
+        database=name,
+    )
+    async with await TokenVault.open(url, keyring) as vault:
+        old = await vault.retrieve("old-row")
+        assert old is not None
+        assert old.token == "dave-old-offline"
+        report = await vault.rotate_keys()
+        assert report.resealed == 1
+        version = pg_cluster.psql(
+            "SELECT seal_version FROM auth_vault WHERE id = 'old-row'", database=name
+        )
+        assert version.strip() == "2"
+        again = await vault.retrieve("old-row")
+        assert again is not None
+        assert again.token == "dave-old-offline"
