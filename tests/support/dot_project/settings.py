@@ -62,6 +62,8 @@ OAUTH2_PROVIDER = {
         "email": "Your e-mail address",
         "offline_access": "Access while you are away",
         "introspection": "Introspect tokens (resource servers)",
+        "vault:token": "Take users' access tokens from token-vault",
+        "vault:read": "Read token-vault entries",
     },
     "DEFAULT_SCOPES": ["openid"],
     "PKCE_REQUIRED": True,
