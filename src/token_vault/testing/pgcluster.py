@@ -21,13 +21,28 @@ from typing import Self
 
 from token_vault.service.process import StartStop
 
-__all__ = ["PgCluster", "find_bindir", "free_port"]
+__all__ = ["PgCluster", "find_bindir", "free_port", "unprivileged_user"]
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def unprivileged_user() -> pwd.struct_passwd | None:
+    """Under root, the user servers run as (``postgres``, else ``nobody``); else ``None``.
+
+    PostgreSQL and PgBouncer both refuse to run as root.
+    """
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("no unprivileged user (postgres or nobody) to run the server as")
 
 
 def find_bindir() -> Path:
@@ -99,16 +114,15 @@ class PgCluster(StartStop):
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
         )
 
+    @property
+    def owner(self) -> pwd.struct_passwd | None:
+        """The unprivileged user the cluster runs as (``None``: this process's user)."""
+        return self._owner
+
     def start(self) -> Self:
         self._tmp = Path(tempfile.mkdtemp(prefix="token-vault-pg-"))
-        if os.geteuid() == 0:
-            for name in ("postgres", "nobody"):
-                try:
-                    self._owner = pwd.getpwnam(name)
-                    break
-                except KeyError:
-                    continue
-            assert self._owner is not None, "no unprivileged user to run PostgreSQL"
+        self._owner = unprivileged_user()
+        if self._owner is not None:
             os.chown(self._tmp, self._owner.pw_uid, self._owner.pw_gid)
         pwfile = self._tmp / "pwfile"
         pwfile.write_text(self.password + "\n")
