@@ -6,6 +6,7 @@ and :func:`token_vault.service.app.create_app` refuses to build an app while any
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 from typing import Literal
 from urllib.parse import urlsplit
@@ -109,6 +110,11 @@ class ServiceSettings(VaultSettings):
     refresher_rate: float = Field(
         default=5.0, gt=0, description="keep-alive refreshes started per second, at most"
     )
+    traces: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry traces: `otlp` (to the collector the standard "
+        "`OTEL_EXPORTER_OTLP_*` variables name) or `console`; needs the `otel` extra",
+    )
 
     @property
     def base_url(self) -> str:
@@ -144,6 +150,11 @@ class ServiceSettings(VaultSettings):
         session = self.session_secret.get_secret_value() if self.session_secret else ""
         if len(session) < 32:
             found.append("TOKEN_VAULT_SESSION_SECRET: required, at least 32 characters")
+        if self.traces != "off" and not _otel_installed():
+            found.append(
+                f"TOKEN_VAULT_TRACES={self.traces}: needs the otel extra "
+                "(pip install 'token-vault[otel]')"
+            )
         return found
 
     def _url_problems(self) -> list[str]:
@@ -203,6 +214,21 @@ class ServiceSettings(VaultSettings):
             revocation_endpoint=self.oidc_revocation_endpoint,
             end_session_endpoint=self.oidc_end_session_endpoint,
         )
+
+
+def _otel_installed() -> bool:
+    """The ``otel`` extra: the SDK and the three instrumentations traces use."""
+    needed = (
+        "opentelemetry.sdk",
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry.instrumentation.fastapi",
+        "opentelemetry.instrumentation.httpx",
+        "opentelemetry.instrumentation.asyncpg",
+    )
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in needed)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def settings_table() -> str:
