@@ -187,6 +187,7 @@ def test_concurrent_callers_make_one_provider_span(scenario: Scenario) -> None:
         and _url(s) == scenario.token_endpoint
     ]
     assert len(refreshes) == 1
+    print(f"{CONCURRENT} concurrent access-token requests: {CONCURRENT} traces, 1 provider span")
     assert scenario.provider_refreshes == {"refresh_token": 1}
     (refresh,) = refreshes
     assert (refresh.attributes or {}).get("http.request.method", "POST") == "POST"
@@ -218,6 +219,10 @@ def test_no_token_or_secret_in_any_span(scenario: Scenario) -> None:
     }
     found = {name for name, secret in wanted.items() if any(secret in text for text in texts)}
     assert found == set(), f"secrets in spans: {sorted(found)}"
+    print(
+        f"{len(wanted)} secrets ({', '.join(sorted(scenario.secrets))}, the access token) "
+        f"absent from {len(texts)} strings of {len(scenario.spans)} spans"
+    )
 
 
 def test_every_request_log_line_carries_its_trace_id(scenario: Scenario) -> None:
