@@ -35,7 +35,7 @@ from token_vault.service.app import create_app
 from token_vault.service.devprovider import DevProvider, free_port, login
 from token_vault.service.logs import JsonFormatter
 from token_vault.service.settings import ServiceSettings
-from token_vault.service.tracing import RedactingExporter
+from token_vault.service.tracing import RedactingExporter, Tracing
 from token_vault.testing.pgcluster import PgCluster
 
 CALLER_ID = "token-vault-caller"
@@ -327,3 +327,13 @@ def _texts(span: ReadableSpan) -> list[str]:
             texts.append(str(key))
             texts.extend(str(v) for v in (value if isinstance(value, tuple | list) else [value]))
     return texts
+
+
+@pytest.mark.parametrize("exporter", ["otlp", "console"])
+def test_the_exporters_the_setting_names_are_built(exporter: str) -> None:
+    tracing = Tracing.named(exporter)  # nothing is sent until a span ends
+    try:
+        resource = dict(tracing.provider.resource.attributes)
+        assert resource["service.name"] == "token-vault"
+    finally:
+        tracing.stop()
