@@ -168,10 +168,13 @@ class OpenIDProvider:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        instrument: Callable[[httpx.AsyncClient], None] | None = None,
     ) -> None:
         self.settings = settings
         self._sleep = sleep
         self._http = httpx.AsyncClient(timeout=settings.timeout, transport=transport)
+        if instrument is not None:  # e.g. tracing: spans for the calls to the provider
+            instrument(self._http)
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
         self._keys_refetched_at = -_KEYS_MIN_REFETCH_SECONDS

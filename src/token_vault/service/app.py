@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
@@ -27,6 +28,11 @@ from token_vault.service.problem import install_problem_handlers
 from token_vault.service.settings import ServiceSettings
 from token_vault.service.state import Services, get_services
 from token_vault.vault.core import TokenVault
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from token_vault.service.tracing import Tracing
 
 __all__ = ["create_app", "refresher"]
 
@@ -57,9 +63,14 @@ async def keep_alive(
     await refresher(vault, access, settings, metrics).run(every=every)
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
-    """Build the service; raises :class:`ConfigurationError` if the settings are not enough."""
+def create_app(settings: ServiceSettings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """Build the service; raises :class:`ConfigurationError` if the settings are not enough.
+
+    With ``TOKEN_VAULT_TRACES`` on, spans go to the exporter it names, or to
+    ``span_exporter`` when given (tests pass the SDK's in-memory exporter).
+    """
     settings.require_valid()
+    tracing = _tracing(settings, span_exporter)
     if settings.uses_insecure_http():
         log.warning(
             "INSECURE: production on plain http (TOKEN_VAULT_INSECURE_HTTP=1): session "
@@ -71,10 +82,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if tracing is not None:
+            tracing.start()
         vault = await TokenVault.open(
             settings.database(), settings.keyring(), pool_size=settings.pool_size
         )
-        provider = OpenIDProvider(settings.provider())
+        provider = OpenIDProvider(
+            settings.provider(),
+            instrument=tracing.instrument_client if tracing is not None else None,
+        )
         try:
             await asyncio.wait_for(provider.metadata(), timeout=_PROVIDER_CHECK_SECONDS)
         except (ProviderError, TimeoutError) as exc:  # said now; /readyz says it too
@@ -126,6 +142,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             await app.state.services.callers.close()
             await provider.close()
             await vault.close()
+            if tracing is not None:
+                tracing.stop()
 
     production = settings.mode == "production"
     app = FastAPI(
@@ -157,4 +175,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.router.routes.extend(
         login_routes(lambda request: get_services(request).relying_party, prefix=AUTH_PREFIX)
     )
+    if tracing is not None:
+        tracing.instrument_app(app)
     return app
+
+
+def _tracing(settings: ServiceSettings, exporter: SpanExporter | None) -> Tracing | None:
+    """The service's tracing, or ``None`` when ``TOKEN_VAULT_TRACES`` is off."""
+    if settings.traces == "off":
+        return None
+    from token_vault.service.tracing import Tracing  # the otel extra, checked by problems()
+
+    return Tracing(exporter) if exporter is not None else Tracing.named(settings.traces)

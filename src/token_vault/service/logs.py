@@ -1,4 +1,5 @@
-"""Structured logs: one JSON line per record, one per request, with a request id.
+"""Structured logs: one JSON line per record, one per request, with a request id, and
+with the trace and span ids when the line is written inside a span (traces are on).
 
 Nothing in the vault logs a token, but a filter still masks anything shaped like a JWT or
 a bearer credential, so a secret passed by mistake into a message does not reach the log.
@@ -48,12 +49,36 @@ class JsonFormatter(logging.Formatter):
         current = request_id.get()
         if current:
             line["request_id"] = current
+        line.update(_trace_fields())
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             line.update(extra)
         if record.exc_info and record.exc_info[0] is not None:
             line["error"] = record.exc_info[0].__name__  # the type only, never a traceback
         return json.dumps(line, ensure_ascii=False)
+
+
+def _no_trace() -> dict[str, str]:
+    return {}
+
+
+def _current_trace() -> dict[str, str]:
+    """The trace and span ids of the span this line is written in, if any."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
+
+
+try:  # OpenTelemetry's API comes with the otel extra; without it lines carry no trace id
+    from opentelemetry import trace
+except ImportError:  # pragma: no cover - the extra is part of the dev install
+    _trace_fields = _no_trace
+else:
+    _trace_fields = _current_trace
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -6,6 +6,7 @@ and :func:`token_vault.service.app.create_app` refuses to build an app while any
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -145,6 +146,11 @@ class ServiceSettings(VaultSettings):
     refresher_rate: float = Field(
         default=5.0, gt=0, description="keep-alive refreshes started per second, at most"
     )
+    traces: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry traces: `otlp` (to the collector the standard "
+        "`OTEL_EXPORTER_OTLP_*` variables name) or `console`; needs the `otel` extra",
+    )
 
     @property
     def base_url(self) -> str:
@@ -189,6 +195,11 @@ class ServiceSettings(VaultSettings):
             self.policy()
         except VaultError as exc:
             found.append(f"TOKEN_VAULT_CALLER_POLICY: {exc}")
+        if self.traces != "off" and not _otel_installed():
+            found.append(
+                f"TOKEN_VAULT_TRACES={self.traces}: needs the otel extra "
+                "(pip install 'token-vault[otel]')"
+            )
         if self.mode == "production":
             found.extend(self._production_problems())
         return found
@@ -289,6 +300,21 @@ class ServiceSettings(VaultSettings):
             trusted_origins=tuple(self.oidc_trusted_origins.split()),
             allow_http=self.mode == "dev" or self.insecure_http,
         )
+
+
+def _otel_installed() -> bool:
+    """The ``otel`` extra: the SDK and the three instrumentations traces use."""
+    needed = (
+        "opentelemetry.sdk",
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry.instrumentation.fastapi",
+        "opentelemetry.instrumentation.httpx",
+        "opentelemetry.instrumentation.asyncpg",
+    )
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in needed)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def settings_table() -> str:

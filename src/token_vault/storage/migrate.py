@@ -102,7 +102,9 @@ async def run_on_connection(url: DatabaseURL, work: Callable[[Connection], T]) -
                 sync_engine.dispose()
 
         return await asyncio.to_thread(sync)
-    engine = create_async_engine(url.sqlalchemy_url, poolclass=NullPool)
+    engine = create_async_engine(
+        url.sqlalchemy_url, poolclass=NullPool, connect_args=url.asyncpg_connect_kwargs()
+    )
     try:
         async with engine.connect() as connection:
             result = await connection.run_sync(work)

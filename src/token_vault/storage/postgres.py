@@ -385,11 +385,16 @@ class PostgresBackend:
     async def connect(
         cls, url: DatabaseURL, *, min_size: int = 1, max_size: int = 10
     ) -> PostgresBackend:
-        pool = ConnectionPool(url.asyncpg_dsn, size=max_size)
+        pool = ConnectionPool(url.asyncpg_dsn, size=max_size, **url.asyncpg_connect_kwargs())
         try:
             for _ in range(min_size):  # fail at start-up, not at the first call
                 async with pool.acquire():
                     pass
+        except asyncpg.TargetServerAttributeNotMatched:
+            raise UnavailableError(
+                f"cannot connect to {url.redacted()}: no host accepts writes "
+                f"(target_session_attrs={url.target_session_attrs})"
+            ) from None
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise UnavailableError(
                 f"cannot connect to {url.redacted()}: {type(exc).__name__}"

@@ -6,13 +6,16 @@
   rotates, revokes and fails on demand.
 * :class:`PgCluster` (``token_vault.testing.pgcluster``): a throwaway PostgreSQL cluster
   (initdb + pg_ctl in a temporary directory, as an unprivileged user under root).
+* :class:`PgBouncer` (``token_vault.testing.pgbouncer``): a throwaway PgBouncer in front
+  of a :class:`PgCluster`, in transaction pooling mode by default.
 """
 
 from __future__ import annotations
 
 from token_vault.testing.clock import FrozenClock
 from token_vault.testing.keys import fixed_keyring
+from token_vault.testing.pgbouncer import PgBouncer
 from token_vault.testing.pgcluster import PgCluster
 from token_vault.testing.provider import FakeProvider
 
-__all__ = ["FakeProvider", "FrozenClock", "PgCluster", "fixed_keyring"]
+__all__ = ["FakeProvider", "FrozenClock", "PgBouncer", "PgCluster", "fixed_keyring"]
