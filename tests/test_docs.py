@@ -23,7 +23,7 @@ def test_every_setting_has_a_description() -> None:
 
 def test_every_environment_variable_the_code_reads_is_documented() -> None:
     docs = PROVIDERS.read_text(encoding="utf-8")
-    sources = [*(ROOT / "src").rglob("*.py"), ROOT / "devprovider" / "server.mjs"]
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "src").rglob("*.mjs")]
     names = {
         name
         for path in sources

@@ -264,8 +264,13 @@ def serve(
     dev: Annotated[
         bool, typer.Option("--dev", help="dev mode: local key, SQLite, dev provider")
     ] = False,
-    host: Annotated[str | None, typer.Option(help="interface (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="interface (TOKEN_VAULT_HOST, else 127.0.0.1; --dev: 127.0.0.1)"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (default TOKEN_VAULT_PORT, else 8000)")
+    ] = None,
     keep_alive: Annotated[
         bool, typer.Option("--refresher", help="also run the keep-alive refresher")
     ] = False,

@@ -80,7 +80,7 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
         if not os.environ.get("TOKEN_VAULT_OIDC_ISSUER"):
             from token_vault.service.devprovider import DevProvider, ensure_installed
 
-            ensure_installed()
+            ensure_installed(progress=_say)
             provider = stack.enter_context(
                 DevProvider(
                     redirect_uris=[f"{base_url}{AUTH_PREFIX}/callback"],
