@@ -68,9 +68,10 @@ class MissingExtraError(ConfigurationError, ImportError):
     """
 
     def __init__(self, message: str, *, extra: str, modules: tuple[str, ...]) -> None:
-        super().__init__(message, name=modules[0] if modules else None)
+        super().__init__(message)
         self.extra = extra
         self.modules = modules
+        self.name = modules[0] if modules else None  # ImportError's "which module"
 
 
 class ValidationError(VaultError, ValueError):
