@@ -11,6 +11,7 @@ exit code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -416,6 +417,10 @@ def demo() -> None:
 def main() -> None:
     """The ``token-vault`` command: errors become a message and an exit code, here only."""
     # Authlib 1.9 announces a future move of its httpx integration; nothing to act on here.
+    # Its warnings module turns its own warnings to "always" when imported, so it is
+    # imported first (when the oidc extra is there) and this filter goes in front of that.
+    with contextlib.suppress(ImportError):
+        import authlib.deprecate  # noqa: F401
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     try:
         app()
