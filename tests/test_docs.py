@@ -24,7 +24,7 @@ def test_every_setting_has_a_description() -> None:
 
 def test_every_environment_variable_the_code_reads_is_documented() -> None:
     docs = PROVIDERS.read_text(encoding="utf-8")
-    sources = [*(ROOT / "src").rglob("*.py"), ROOT / "devprovider" / "server.mjs"]
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "src").rglob("*.mjs")]
     names = {name for path in sources for name in re.findall(VARIABLE, path.read_text("utf-8"))}
     assert len(names) > 15
     assert sorted(name for name in names if f"`{name}`" not in docs) == []

@@ -35,7 +35,15 @@ def test_all_is_sorted_without_repeats() -> None:
 
 
 def test_all_is_exactly_the_public_names() -> None:
-    assert set(token_vault.__all__) == public_names(token_vault)
+    # The OpenID Connect names are imported on first use (they need the oidc extra).
+    lazy = set(token_vault._OIDC_NAMES)
+    assert set(token_vault.__all__) == public_names(token_vault) | lazy
+    assert lazy <= set(token_vault.__all__)
+
+
+def test_the_names_imported_on_first_use_are_the_ones_their_modules_define() -> None:
+    for name, module in token_vault._OIDC_NAMES.items():
+        assert getattr(token_vault, name) is getattr(importlib.import_module(module), name)
 
 
 def test_every_export_is_the_projects_own() -> None:

@@ -1,9 +1,14 @@
 """token-vault: a home for users' OAuth/OpenID Connect refresh and offline tokens.
 
-Everything a user may import is re-exported here; other modules are private.
+Everything a user may import is re-exported here; other modules are private. The OpenID
+Connect names (``AccessTokens``, ``OpenIDProvider``, ``RelyingParty``...) need the
+``oidc`` extra and are imported on first use, so the core works without it.
 """
 
 from __future__ import annotations
+
+import importlib
+import typing
 
 from token_vault.config import VaultSettings
 from token_vault.crypto.keyring import Key, Keyring, generate_key_spec
@@ -14,6 +19,7 @@ from token_vault.errors import (
     KeyringError,
     LogoutTokenError,
     MigrationError,
+    MissingExtraError,
     NotFoundError,
     ProviderError,
     ProviderResponseError,
@@ -23,12 +29,15 @@ from token_vault.errors import (
     ValidationError,
     VaultError,
 )
-from token_vault.oidc.access import AccessToken, AccessTokens
-from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
-from token_vault.oidc.routes import LoginSettings, RelyingParty
+from token_vault.extra import require as _require
 from token_vault.storage.url import DatabaseURL
 from token_vault.vault.core import TokenVault
 from token_vault.vault.entry import TokenType, VaultEntry
+
+if typing.TYPE_CHECKING:
+    from token_vault.oidc.access import AccessToken, AccessTokens
+    from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
+    from token_vault.oidc.routes import LoginSettings, RelyingParty
 
 __all__ = [
     "AccessToken",
@@ -43,6 +52,7 @@ __all__ = [
     "LoginSettings",
     "LogoutTokenError",
     "MigrationError",
+    "MissingExtraError",
     "NotFoundError",
     "OpenIDProvider",
     "ProviderError",
@@ -62,3 +72,23 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_OIDC_NAMES = {
+    "AccessToken": "token_vault.oidc.access",
+    "AccessTokens": "token_vault.oidc.access",
+    "LoginSettings": "token_vault.oidc.routes",
+    "OpenIDProvider": "token_vault.oidc.provider",
+    "ProviderSettings": "token_vault.oidc.provider",
+    "RelyingParty": "token_vault.oidc.routes",
+}
+"""The exports that need the ``oidc`` extra, and the modules that define them."""
+
+
+def __getattr__(name: str) -> object:
+    module = _OIDC_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'token_vault' has no attribute {name!r}")
+    _require("oidc", f"token_vault.{name}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,5 +1,10 @@
 """Settings from the environment (prefix ``TOKEN_VAULT_``) or an optional ``.env`` file.
 
+Every secret ``X`` may instead come from a file named by ``X_FILE`` (a mounted Docker or
+Kubernetes secret): ``TOKEN_VAULT_DATABASE_URL_FILE``, ``TOKEN_VAULT_KEYS_FILE``,
+``TOKEN_VAULT_OIDC_CLIENT_SECRET_FILE``, ``TOKEN_VAULT_SESSION_SECRET_FILE``. The file is
+read once, when the settings are made; setting both ``X`` and ``X_FILE`` is an error.
+
 The vault itself never reads the environment: it takes a URL and a keyring. The keyring
 comes from ``TOKEN_VAULT_KEYS`` (or ``TOKEN_VAULT_KEYS_FILE``): plain keys, or keys wrapped
 by a key-encryption key that ``TOKEN_VAULT_KEK_PROVIDER`` names (``aws-kms`` or
@@ -9,9 +14,9 @@ by a key-encryption key that ``TOKEN_VAULT_KEK_PROVIDER`` names (``aws-kms`` or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from token_vault.crypto.keyring import Keyring
@@ -32,17 +37,43 @@ __all__ = ["KEK_PROVIDERS", "VaultSettings"]
 KEK_PROVIDERS = {"aws-kms": "kms_key_id", "pkcs11": "pkcs11_key_label"}
 """Each key-encryption-key provider, and the setting that names its KEK."""
 
+_PREFIX = "TOKEN_VAULT_"
+_FILE = "_file"
+
+
+def _is_set(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and str(value).strip() != ""
+
+
+def _read_secret(name: str, path: object) -> str:
+    """The secret in the file ``path`` names (for the variable ``name``); never echoed."""
+    variable = f"{_PREFIX}{name.upper()}{_FILE.upper()}"
+    try:
+        value = Path(str(path)).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {variable} {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{variable} {str(path)!r} is not UTF-8 text") from None
+    if not value:
+        raise ConfigurationError(f"{variable} {str(path)!r} is empty")
+    return value
+
 
 class VaultSettings(BaseSettings):
     """Where the vault's database is and which keys open it."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TOKEN_VAULT_", env_file=".env", extra="ignore", frozen=True
+        env_prefix=_PREFIX, env_file=".env", extra="ignore", frozen=True
     )
 
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),
         description="postgresql://user:pw@host:port/db or sqlite:///path (the default)",
+    )
+    database_url_file: Path | None = Field(
+        default=None, description="a file holding the database URL (instead of DATABASE_URL)"
     )
     keys: SecretStr | None = Field(
         default=None, description="primary=ID,ID=BASE64,... (see `token-vault keys generate`)"
@@ -88,6 +119,25 @@ class VaultSettings(BaseSettings):
     )
 
     _keyring: Keyring | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """For each field ``X`` with an ``X_file`` field: the value from that file."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in cls.model_fields:
+            path = data.get(f"{name}{_FILE}")
+            if not _is_set(path):
+                continue
+            if _is_set(data.get(name)):
+                variable = f"{_PREFIX}{name.upper()}"
+                raise ConfigurationError(
+                    f"both {variable} and {variable}{_FILE.upper()} are set; set one of them"
+                )
+            data[name] = _read_secret(name, path)
+        return data
 
     async def open_vault(self, *, clock: Clock | None = None) -> TokenVault:
         """Open the vault these settings describe (database, keys, pool size)."""

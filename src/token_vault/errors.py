@@ -7,7 +7,9 @@ data (field names, entry ids, counts), never a token, a key or a password.
 
     VaultError
     ├── ConfigurationError          settings are missing or invalid; nothing was opened
-    │   └── KeyringError            no usable encryption key (missing, short, malformed)
+    │   ├── KeyringError            no usable encryption key (missing, short, malformed)
+    │   └── MissingExtraError       a part needs an extra that is not installed (``extra``);
+    │                               also an ``ImportError``
     ├── ValidationError             bad input, refused before anything was written
     ├── DecryptionError             a ciphertext did not decrypt (opaque on purpose)
     ├── NotFoundError               no such entry
@@ -34,6 +36,7 @@ __all__ = [
     "KeyringError",
     "LogoutTokenError",
     "MigrationError",
+    "MissingExtraError",
     "NotFoundError",
     "ProviderError",
     "ProviderResponseError",
@@ -55,6 +58,20 @@ class ConfigurationError(VaultError):
 
 class KeyringError(ConfigurationError):
     """No usable encryption key: missing, malformed, not 32 bytes, or no primary."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A part of token-vault needs an extra that is not installed.
+
+    ``extra`` names it (``postgres``, ``oidc``, ``service``); ``modules`` are the modules
+    that could not be imported. The message says what to install.
+    """
+
+    def __init__(self, message: str, *, extra: str, modules: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.modules = modules
+        self.name = modules[0] if modules else None  # ImportError's "which module"
 
 
 class ValidationError(VaultError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -113,3 +114,42 @@ def test_unreachable_database_is_a_clear_error() -> None:
     assert "cannot connect" in result.stderr
     assert "hunter2secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_prints_the_packages_version() -> None:
+    from token_vault import __version__
+
+    done = cli("--version", env={})
+    assert done.returncode == 0
+    assert done.stdout == f"token-vault {__version__}\n"
+
+
+@pytest.mark.slow
+def test_json_output_for_scripts(databases: Databases, keyring: Keyring) -> None:
+    url = databases.fresh("sqlite", migrated=False)
+    env = {"TOKEN_VAULT_DATABASE_URL": url, "TOKEN_VAULT_KEYS": keyring.to_spec()}
+    before = json.loads(cli("db", "current", "--json", env=env).stdout)
+    assert before == {"current": None, "head": migrate.head_revision(), "up_to_date": False}
+    asyncio.run(migrate.upgrade(DatabaseURL.parse(url), "0001"))
+
+    async def seed() -> None:
+        for n in range(2):
+            await write_raw(DatabaseURL.parse(url), keyring, "alice", "refresh", f"t{n}", T0)
+
+    asyncio.run(seed())
+    check = cli("db", "check", "--json", env=env)
+    assert check.returncode == 1
+    users = [{"user_id": "alice", "refresh_tokens": 2}]
+    assert json.loads(check.stdout) == {"ok": False, "users_with_duplicates": users}
+    assert cli("db", "dedupe", env=env).returncode == 0
+    assert cli("db", "upgrade", env=env).returncode == 0
+    check = cli("db", "check", "--json", env=env)
+    assert (check.returncode, json.loads(check.stdout)["ok"]) == (0, True)
+    after = json.loads(cli("db", "current", "--json", env=env).stdout)
+    assert after["up_to_date"] is True
+
+    stats = json.loads(cli("stats", "--json", env=env).stdout)
+    assert stats == {"types": {"refresh": {"entries": 1, "expired": 0, "needs_reauth": 0}}}
+    status = json.loads(cli("keys", "status", "--json", env=env).stdout)
+    key = {"id": "k1", "primary": True, "configured": True, "ciphertexts": 1}
+    assert status == {"primary": "k1", "keys": [key]}

@@ -1,22 +1,28 @@
 """``token-vault``: the command line. Errors map to exit codes here, and only here.
 
 Exit codes: 0 success; 1 a check found a problem; 2 usage error; 3 configuration or key
-problem; 4 invalid input; 5 a token did not decrypt; 6 database unavailable; 7 migration
-refused.
+problem, a missing extra, or dev mode's provider could not start; 4 invalid input; 5 a
+token did not decrypt; 6 database unavailable; 7 migration refused.
+
+Commands whose output scripts read take ``--json``: one JSON object on stdout, the same
+exit code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import sys
 import warnings
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from token_vault import __version__
 from token_vault.config import KEK_PROVIDERS, VaultSettings
 from token_vault.crypto.keyring import Key, Keyring
 from token_vault.crypto.wrapping import is_wrapped_spec, rewrap_spec, wrap_keyring
@@ -29,11 +35,15 @@ from token_vault.errors import (
     ValidationError,
     VaultError,
 )
+from token_vault.extra import require
+from token_vault.service.process import ProviderProcessError
 from token_vault.vault import schema
 
 __all__ = ["EXIT_CODES", "app", "main"]
 
 T = TypeVar("T")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object on stdout")]
 
 EXIT_CODES: dict[type[VaultError], int] = {
     ConfigurationError: 3,
@@ -72,6 +82,15 @@ def failing_cleanly() -> Iterator[None]:
         raise typer.Exit(exit_code_for(error)) from None
 
 
+def fail(message: object, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, sort_keys=True))
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning vault errors into a message and an exit code."""
     with failing_cleanly():
@@ -82,14 +101,32 @@ def _settings() -> VaultSettings:
     return VaultSettings()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"token-vault {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """token-vault: encrypted refresh and offline tokens for OpenID Connect apps."""
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="target revision")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (default: head)."""
     url = _settings().database()
-    run(schema.upgrade(url, revision))
-    typer.echo(f"{url.redacted()}: at revision {run(schema.current_revision(url))}")
+    asyncio.run(schema.upgrade(url, revision))
+    typer.echo(f"{url.redacted()}: at revision {asyncio.run(schema.current_revision(url))}")
 
 
 @db_app.command("downgrade")
@@ -98,17 +135,22 @@ def db_downgrade(
 ) -> None:
     """Revert migrations down to REVISION (`base` removes everything)."""
     url = _settings().database()
-    run(schema.downgrade(url, revision))
-    typer.echo(f"{url.redacted()}: at revision {run(schema.current_revision(url)) or 'base'}")
+    asyncio.run(schema.downgrade(url, revision))
+    current = asyncio.run(schema.current_revision(url))
+    typer.echo(f"{url.redacted()}: at revision {current or 'base'}")
 
 
 @db_app.command("current")
-def db_current() -> None:
+def db_current(as_json: JsonOption = False) -> None:
     """Print the database's revision and the newest one this version knows."""
     url = _settings().database()
-    current = run(schema.current_revision(url))
+    current = asyncio.run(schema.current_revision(url))
+    head = schema.head_revision()
+    if as_json:
+        echo_json({"current": current, "head": head, "up_to_date": current == head})
+        return
     typer.echo(f"current: {current or 'base'}")
-    typer.echo(f"head:    {schema.head_revision()}")
+    typer.echo(f"head:    {head}")
 
 
 @db_app.command("dedupe")
@@ -116,7 +158,7 @@ def db_dedupe(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list, delete nothing")] = False,
 ) -> None:
     """Keep each user's newest refresh token and delete the others (offline tokens stay)."""
-    removed = run(schema.dedupe(_settings().database(), dry_run=dry_run))
+    removed = asyncio.run(schema.dedupe(_settings().database(), dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     for entry in removed:
         typer.echo(f"{verb} refresh entry {entry.id} of user {entry.user_id}")
@@ -125,9 +167,13 @@ def db_dedupe(
 
 
 @db_app.command("check")
-def db_check() -> None:
+def db_check(as_json: JsonOption = False) -> None:
     """Fail (exit 1) if any user holds more than one refresh token."""
-    duplicates = run(schema.check_duplicates(_settings().database()))
+    duplicates = asyncio.run(schema.check_duplicates(_settings().database()))
+    if as_json:
+        users = [{"user_id": user_id, "refresh_tokens": n} for user_id, n in duplicates]
+        echo_json({"ok": not duplicates, "users_with_duplicates": users})
+        raise typer.Exit(1 if duplicates else 0)
     for user_id, count in duplicates:
         typer.echo(f"user {user_id} holds {count} refresh tokens")
     if duplicates:
@@ -221,8 +267,8 @@ def keys_rewrap(
 
 
 @keys_app.command("status")
-def keys_status() -> None:
-    """How many stored ciphertexts each key seals."""
+def keys_status(as_json: JsonOption = False) -> None:
+    """How many stored ciphertexts each key seals (key ids only, never key material)."""
 
     async def count() -> tuple[dict[str, int], str, frozenset[str]]:
         async with await _settings().open_vault() as vault:
@@ -231,6 +277,18 @@ def keys_status() -> None:
     used, primary, configured = run(count())
     with failing_cleanly():
         wrapper = _settings().key_wrapper()
+    if as_json:
+        keys = [
+            {
+                "id": key_id,
+                "primary": key_id == primary,
+                "configured": key_id in configured,
+                "ciphertexts": used.get(key_id, 0),
+            }
+            for key_id in sorted(configured | set(used))
+        ]
+        echo_json({"primary": primary, "keys": keys, "kek": wrapper.kek_id if wrapper else None})
+        return
     if wrapper is not None:
         typer.echo(f"data keys wrapped by {wrapper.kek_id}")
     for key_id in sorted(configured | set(used)):
@@ -255,7 +313,7 @@ def keys_rotate(
             await vault.record_audit("key_rotation", f"ok:{report.resealed}")
             return report.resealed, report.skipped_concurrent, await vault.keys_in_use(), primary
 
-    resealed, skipped, used, primary = run(rotate())
+    resealed, skipped, used, primary = asyncio.run(rotate())
     typer.echo(f"re-sealed {resealed} row(s) with {primary}; {skipped} changed meanwhile")
     left = {k: n for k, n in used.items() if k != primary}
     if left:
@@ -296,7 +354,7 @@ def purge_expired() -> None:
         async with await _settings().open_vault() as vault:
             return await vault.purge_expired()
 
-    typer.echo(f"purged {run(purge())} expired entr(y/ies)")
+    typer.echo(f"purged {asyncio.run(purge())} expired entr(y/ies)")
 
 
 @app.command("serve")
@@ -304,13 +362,19 @@ def serve(
     dev: Annotated[
         bool, typer.Option("--dev", help="dev mode: local key, SQLite, dev provider")
     ] = False,
-    host: Annotated[str | None, typer.Option(help="interface (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="interface (TOKEN_VAULT_HOST, else 127.0.0.1; --dev: 127.0.0.1)"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (default TOKEN_VAULT_PORT, else 8000)")
+    ] = None,
     keep_alive: Annotated[
         bool, typer.Option("--refresher", help="also run the keep-alive refresher")
     ] = False,
 ) -> None:
     """Serve the web page and the API (production settings unless --dev)."""
+    require("service", "token-vault serve")
     if dev:
         from pathlib import Path
 
@@ -337,13 +401,8 @@ def serve(
         }
     )
     configure_logging(settings.log_level)
-    try:
-        application = create_app(settings)
-    except VaultError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(exit_code_for(error)) from None
     uvicorn.run(
-        application,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -352,14 +411,21 @@ def serve(
 
 
 @app.command("stats")
-def stats() -> None:
+def stats(as_json: JsonOption = False) -> None:
     """Entries by type: how many, how many expired, how many need a new login."""
 
     async def count() -> list[tuple[str, int, int, int]]:
         async with await _settings().open_vault() as vault:
             return await vault.stats()
 
-    rows = run(count())
+    rows = asyncio.run(count())
+    if as_json:
+        types = {
+            token_type: {"entries": entries, "expired": expired, "needs_reauth": reauth}
+            for token_type, entries, expired, reauth in rows
+        }
+        echo_json({"types": types})
+        return
     typer.echo(f"{'type':<10}{'entries':>10}{'expired':>10}{'re-login':>10}")
     for token_type, entries, expired, reauth in rows:
         typer.echo(f"{token_type:<10}{entries:>10}{expired:>10}{reauth:>10}")
@@ -437,6 +503,7 @@ def refresher_command(
     from collections import Counter
     from datetime import timedelta
 
+    require("service", "token-vault refresher")
     from token_vault.oidc.access import AccessTokens
     from token_vault.oidc.provider import OpenIDProvider
     from token_vault.service.app import refresher
@@ -466,7 +533,7 @@ def refresher_command(
             finally:
                 await provider.close()
 
-    outcomes = run(keep())
+    outcomes = asyncio.run(keep())
     sys.stderr.write("\n")
     typer.echo(" ".join(f"{k}={outcomes[k]}" for k in sorted(outcomes)) or "nothing to do")
     if outcomes["failed"]:
@@ -474,19 +541,16 @@ def refresher_command(
 
 
 @app.command("doctor")
-def doctor(
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
-) -> None:
+def doctor(as_json: JsonOption = False) -> None:
     """Check the configuration end to end; exit 1 if any check fails."""
-    import json
-
+    require("oidc", "token-vault doctor")
     from token_vault.cli.doctor import run_checks
     from token_vault.service.settings import ServiceSettings
 
-    checks = run(run_checks(ServiceSettings()))
+    checks = asyncio.run(run_checks(ServiceSettings()))
     failed = [c for c in checks if not c.ok]
     if as_json:
-        typer.echo(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
+        echo_json({"ok": not failed, "checks": [c.as_dict() for c in checks]})
     else:
         for check in checks:
             typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
@@ -502,13 +566,22 @@ def demo() -> None:
     """A short walk-through of the library against the configured database."""
     from token_vault.cli.demo import walkthrough
 
-    run(walkthrough(typer.echo))
+    asyncio.run(walkthrough(typer.echo))
 
 
 def main() -> None:
+    """The ``token-vault`` command: errors become a message and an exit code, here only."""
     # Authlib 1.9 announces a future move of its httpx integration; nothing to act on here.
+    # Its warnings module turns its own warnings to "always" when imported, so it is
+    # imported first (when the oidc extra is there) and this filter goes in front of that.
+    with contextlib.suppress(ImportError):
+        import authlib.deprecate  # noqa: F401
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except VaultError as error:
+        fail(error, exit_code_for(error))
+    except ProviderProcessError as error:  # dev mode's provider: no Node, or it did not start
+        fail(error, 3)

@@ -1,6 +1,6 @@
 """A PKCS#11 token or HSM as the key-encryption key, through python-pkcs11.
 
-Install with the ``pkcs11`` extra (``pip install 'token-vault[pkcs11]'``). The KEK is an
+Install with the ``pkcs11`` extra (``pip install 'oidc-token-vault[pkcs11]'``). The KEK is an
 AES-256 secret key on the token, found by its label; it should be created sensitive and
 not extractable (``CKA_SENSITIVE``, ``CKA_EXTRACTABLE=false``), with ``CKA_ENCRYPT`` and
 ``CKA_DECRYPT``. Data keys are wrapped by the token with ``CKM_AES_GCM``: a 96-bit IV
@@ -112,7 +112,7 @@ class Pkcs11Wrapper:
         except ImportError:
             raise ConfigurationError(
                 "TOKEN_VAULT_KEK_PROVIDER=pkcs11 needs python-pkcs11: "
-                "pip install 'token-vault[pkcs11]'"
+                "pip install 'oidc-token-vault[pkcs11]'"
             ) from None
         where = f"token {self._token_label!r}"
         try:

@@ -1,6 +1,6 @@
 """AWS KMS as the key-encryption key: ``Encrypt`` and ``Decrypt`` through boto3.
 
-Install with the ``kms`` extra (``pip install 'token-vault[kms]'``). Credentials come
+Install with the ``kms`` extra (``pip install 'oidc-token-vault[kms]'``). Credentials come
 from boto3's usual chain (environment, profile, instance or task role); the vault's
 settings only name the key (``TOKEN_VAULT_KMS_KEY_ID``: key id, ARN, alias name or alias
 ARN), and optionally the region and an endpoint (a VPC endpoint, or a test server).
@@ -92,7 +92,7 @@ class AwsKmsWrapper:
             from botocore.exceptions import BotoCoreError
         except ImportError:
             raise ConfigurationError(
-                "TOKEN_VAULT_KEK_PROVIDER=aws-kms needs boto3: pip install 'token-vault[kms]'"
+                "TOKEN_VAULT_KEK_PROVIDER=aws-kms needs boto3: pip install 'oidc-token-vault[kms]'"
             ) from None
         config = Config(
             connect_timeout=timeout,

@@ -49,6 +49,11 @@ def _secret_file(path: Path, make: str, what: str) -> Path:
     return path
 
 
+def _configured(name: str) -> bool:
+    """Whether the environment sets ``TOKEN_VAULT_<name>`` or ``TOKEN_VAULT_<name>_FILE``."""
+    return any(os.environ.get(f"TOKEN_VAULT_{name}{suffix}") for suffix in ("", "_FILE"))
+
+
 def _try_command(token_endpoint: str, base_url: str) -> str:
     scope = f"{SCOPES['read']} {SCOPES['token']}"
     caller = f"{DEFAULT_CALLER_CLIENT_ID}:{DEFAULT_CALLER_CLIENT_SECRET}"
@@ -66,26 +71,23 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
     configure_logging(os.environ.get("TOKEN_VAULT_LOG_LEVEL", "INFO"))
     var.mkdir(mode=0o700, parents=True, exist_ok=True)
     var.chmod(0o700)
-    keys_file = _secret_file(var / "dev-keys", generate_key_spec(), "encryption key")
-    session_file = _secret_file(
-        var / "dev-session-secret", secrets.token_urlsafe(48), "session secret"
-    )
     base_url = f"http://{host}:{port}"
-    overrides: dict[str, object] = {
-        "mode": "dev",
-        "host": host,
-        "port": port,
-        "session_secret": session_file.read_text().strip(),
-    }
-    if not os.environ.get("TOKEN_VAULT_KEYS"):
-        overrides["keys_file"] = keys_file
-    if not os.environ.get("TOKEN_VAULT_DATABASE_URL"):
+    overrides: dict[str, object] = {"mode": "dev", "host": host, "port": port}
+    if not _configured("KEYS"):
+        overrides["keys_file"] = _secret_file(
+            var / "dev-keys", generate_key_spec(), "encryption key"
+        )
+    if not _configured("SESSION_SECRET"):
+        overrides["session_secret_file"] = _secret_file(
+            var / "dev-session-secret", secrets.token_urlsafe(48), "session secret"
+        )
+    if not _configured("DATABASE_URL"):
         overrides["database_url"] = f"sqlite:///{var / 'token-vault.db'}"
     with ExitStack() as stack:
         if not os.environ.get("TOKEN_VAULT_OIDC_ISSUER"):
             from token_vault.service.devprovider import DevProvider, ensure_installed
 
-            ensure_installed()
+            ensure_installed(progress=_say)
             provider = stack.enter_context(
                 DevProvider(
                     redirect_uris=[f"{base_url}{AUTH_PREFIX}/callback"],
@@ -97,6 +99,7 @@ def run_dev(*, host: str = "127.0.0.1", port: int = 8000, var: Path = Path("var"
                 oidc_issuer=provider.issuer,
                 oidc_client_id=DEFAULT_WEB_CLIENT_ID,
                 oidc_client_secret=DEFAULT_WEB_CLIENT_SECRET,
+                oidc_client_secret_file=None,
                 oidc_provider_name="devprovider",
             )
             token_endpoint = provider.token_endpoint

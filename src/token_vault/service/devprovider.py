@@ -1,8 +1,10 @@
-"""Run the Keycloak-like dev OpenID provider (``devprovider/server.mjs``) as a process.
+"""Run the Keycloak-like dev OpenID provider (``devprovider_node/server.mjs``) as a process.
 
-The provider is a small Node program built on ``oidc-provider``; this module installs
-its npm dependencies on demand, starts and stops it, talks to its test hooks, and drives
-its login form headlessly so tests can run a real authorization code flow.
+The provider is a small Node program built on ``oidc-provider``, shipped inside the
+package. On first use this module copies it into a user-writable cache directory and
+installs its npm packages there (never into the package itself), then starts and stops
+it, talks to its test hooks, and drives its login form headlessly so tests can run a
+real authorization code flow. It needs Node.js 20 or newer and npm.
 
 Usage::
 
@@ -21,8 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +42,7 @@ from token_vault.service.browser import parse_forms, submit, walk, without_query
 from token_vault.service.process import LocalProvider, ProviderProcessError, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "DEFAULT_CALLER_CLIENT_ID",
@@ -48,6 +52,7 @@ __all__ = [
     "DEFAULT_WEB_CLIENT_SECRET",
     "DevProvider",
     "DevProviderError",
+    "cache_dir",
     "devprovider_dir",
     "ensure_installed",
     "free_port",
@@ -62,6 +67,14 @@ DEFAULT_CALLER_CLIENT_ID = "token-vault-caller"
 DEFAULT_CALLER_CLIENT_SECRET = "caller-secret"  # noqa: S105 - public dev-only credential
 
 _OIDC_PATH = "protocol/openid-connect"
+_INSTALLED = Path("node_modules", "oidc-provider", "package.json")  # npm ci completed
+_NODE_MAJOR = 20  # oidc-provider 9 needs Node.js 20 or newer
+_GET_NODE = (
+    "install Node.js {major} or newer with npm (https://nodejs.org/, or your system's "
+    "packages, e.g. `apt-get install nodejs npm` or `brew install node`), or set {env} "
+    "to the program; or point TOKEN_VAULT_OIDC_ISSUER at an OpenID provider of your own "
+    "and dev mode starts none"
+)
 
 
 class DevProviderError(ProviderProcessError):
@@ -69,53 +82,124 @@ class DevProviderError(ProviderProcessError):
 
 
 def devprovider_dir() -> Path:
-    """Return ``devprovider/`` (env ``TOKEN_VAULT_DEVPROVIDER_DIR`` overrides)."""
+    """The dev provider's files as shipped in the package (``server.mjs``, ``package.json``,
+    ``package-lock.json``); env ``TOKEN_VAULT_DEVPROVIDER_DIR`` names another copy."""
     override = os.environ.get("TOKEN_VAULT_DEVPROVIDER_DIR")
     if override:
         return Path(override).resolve()
-    return Path(__file__).resolve().parents[3] / "devprovider"
+    return Path(__file__).resolve().parent / "devprovider_node"
+
+
+def cache_dir() -> Path:
+    """Where the dev provider runs from, with its npm packages: ``TOKEN_VAULT_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/token-vault``, else ``~/.cache/token-vault``."""
+    override = os.environ.get("TOKEN_VAULT_CACHE_DIR")
+    if override:
+        return Path(override).resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "token-vault"
 
 
 def _executable(name: str, env_var: str) -> str:
     found = os.environ.get(env_var) or shutil.which(name)
     if not found:
-        raise DevProviderError(f"{name!r} not found on PATH (set {env_var} to override)")
+        raise DevProviderError(
+            f"dev mode runs its OpenID provider on Node.js, and {name!r} was not found on "
+            f"PATH: {_GET_NODE.format(major=_NODE_MAJOR, env=env_var)}"
+        )
     return found
 
 
-def ensure_installed(directory: Path | None = None) -> Path:
-    """Run ``npm ci`` in the devprovider directory unless oidc-provider is installed.
+def _node_executable() -> str:
+    """The ``node`` to run the provider with, checked to be new enough."""
+    node = _executable("node", "TOKEN_VAULT_NODE")
+    try:
+        answer = subprocess.run(  # noqa: S603 - fixed argv, resolved node
+            [node, "--version"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DevProviderError(f"cannot run {node} --version: {exc}") from None
+    found = re.match(r"v(\d+)\.", answer)
+    if found is None or int(found[1]) < _NODE_MAJOR:
+        raise DevProviderError(
+            f"{node} is Node.js {answer or '(unknown version)'}; the dev provider needs "
+            f"{_NODE_MAJOR} or newer: {_GET_NODE.format(major=_NODE_MAJOR, env='TOKEN_VAULT_NODE')}"
+        )
+    return node
 
-    Concurrent callers (e.g. parallel test workers) are serialised with a file lock.
-    Returns the directory.
+
+def ensure_installed(
+    directory: Path | None = None, *, progress: Callable[[str], None] | None = None
+) -> Path:
+    """A runnable copy of the dev provider in :func:`cache_dir`, with its npm packages.
+
+    The copy's directory is named after a hash of ``package.json`` and
+    ``package-lock.json``, so other npm packages get another directory; ``server.mjs`` is
+    brought up to date on every call. The first call runs ``npm ci`` (saying so through
+    ``progress``) in a temporary directory renamed into place when complete; concurrent
+    callers (parallel test workers) wait on a file lock. Returns the copy's directory.
     """
-    root = (directory or devprovider_dir()).resolve()
-    if not (root / "server.mjs").is_file():
-        raise DevProviderError(f"no devprovider at {root}")
-    marker = root / "node_modules" / "oidc-provider" / "package.json"
-    if marker.is_file():
-        return root
-    npm = _executable("npm", "TOKEN_VAULT_NPM")
-    lock_path = Path(tempfile.gettempdir()) / f"token-vault-devprovider-{os.getuid()}.lock"
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not marker.is_file():
-                result = subprocess.run(  # noqa: S603 - fixed argv, resolved npm
-                    [npm, "ci", "--no-audit", "--no-fund"],
-                    cwd=root,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if result.returncode != 0 or not marker.is_file():
-                    raise DevProviderError(
-                        f"npm ci failed in {root} (exit {result.returncode}):\n"
-                        f"{result.stderr[-4000:]}"
-                    )
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return root
+    source = (directory or devprovider_dir()).resolve()
+    if not (source / "server.mjs").is_file():
+        raise DevProviderError(f"no dev provider at {source}")
+    manifests = [(source / name).read_bytes() for name in ("package.json", "package-lock.json")]
+    digest = hashlib.sha256(b"\0".join(manifests)).hexdigest()[:16]
+    cache = cache_dir()
+    target = cache / f"devprovider-{digest}"
+    if not (target / _INSTALLED).is_file():
+        _node_executable()
+        npm = _executable("npm", "TOKEN_VAULT_NPM")
+        cache.mkdir(parents=True, exist_ok=True)
+        with (cache / "devprovider.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not (target / _INSTALLED).is_file():
+                    _npm_install(npm, source, target, progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    _copy_if_changed(source / "server.mjs", target / "server.mjs")
+    return target
+
+
+def _npm_install(
+    npm: str, source: Path, target: Path, progress: Callable[[str], None] | None
+) -> None:
+    say = progress or (lambda line: None)
+    say(
+        "dev provider: installing its npm packages (oidc-provider) into "
+        f"{target} with npm ci; first use only..."
+    )
+    started = time.monotonic()
+    building = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(source / name, building / name)
+        result = subprocess.run(  # noqa: S603 - fixed argv, resolved npm
+            [npm, "ci", "--no-audit", "--no-fund", "--omit=dev"],
+            cwd=building,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not (building / _INSTALLED).is_file():
+            raise DevProviderError(
+                f"npm ci failed (exit {result.returncode}); the first run needs the npm "
+                f"registry or npm's cache:\n{result.stderr[-4000:]}"
+            )
+        shutil.rmtree(target, ignore_errors=True)  # a copy left unfinished by a crash
+        building.rename(target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    say(f"dev provider: installed in {time.monotonic() - started:.0f} s")
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    content = source.read_bytes()
+    if target.is_file() and target.read_bytes() == content:
+        return
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    partial.write_bytes(content)
+    partial.replace(target)  # atomic: a provider starting meanwhile reads one or the other
 
 
 class DevProvider(LocalProvider):
@@ -222,7 +306,7 @@ class DevProvider(LocalProvider):
         """Start the process and wait until discovery answers (bounded)."""
         directory = ensure_installed(self._directory)
         self._launch(
-            [_executable("node", "TOKEN_VAULT_NODE"), str(directory / "server.mjs")],
+            [_node_executable(), str(directory / "server.mjs")],
             cwd=directory,
             env={**os.environ, **self._env},
         )

@@ -17,8 +17,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import httpx
-
 __all__ = ["LocalProvider", "ProviderProcess", "ProviderProcessError", "StartStop", "free_port"]
 
 
@@ -98,6 +96,8 @@ class ProviderProcess:
             raise
 
     def _wait_ready(self, discovery_url: str, issuer: str) -> None:
+        import httpx  # here, not at the top: PgCluster uses this module without the oidc extra
+
         deadline = time.monotonic() + self.startup_timeout
         last_error = "no answer"
         with httpx.Client(timeout=2.0) as http:

@@ -63,6 +63,9 @@ class ServiceSettings(VaultSettings):
     oidc_client_secret: SecretStr | None = Field(
         default=None, description="that client's secret (client_secret_basic)"
     )
+    oidc_client_secret_file: Path | None = Field(
+        default=None, description="a file holding that secret (instead of OIDC_CLIENT_SECRET)"
+    )
     oidc_scopes: str = Field(
         default="openid profile email",
         description="scopes asked at sign-in; add `offline_access` for offline entries",
@@ -111,6 +114,9 @@ class ServiceSettings(VaultSettings):
     )
     session_secret: SecretStr | None = Field(
         default=None, description="signs the browser session cookie; 32+ characters"
+    )
+    session_secret_file: Path | None = Field(
+        default=None, description="a file holding that secret (instead of SESSION_SECRET)"
     )
     access_token_margin_seconds: int = Field(
         default=30, ge=0, description="refresh a cached access token this long before it lapses"
@@ -172,7 +178,10 @@ class ServiceSettings(VaultSettings):
         except VaultError as exc:
             found.append(f"TOKEN_VAULT_DATABASE_URL: {exc}")
         if self.mode == "production" and "TOKEN_VAULT_DATABASE_URL" not in self._explicit():
-            found.append("TOKEN_VAULT_DATABASE_URL: set it explicitly in production")
+            found.append(
+                "TOKEN_VAULT_DATABASE_URL: set it (or TOKEN_VAULT_DATABASE_URL_FILE) explicitly "
+                "in production"
+            )
         if self.mode == "production":
             found.extend(self._url_problems())
         for name in ("oidc_issuer", "oidc_client_id"):
@@ -198,7 +207,7 @@ class ServiceSettings(VaultSettings):
         if self.traces != "off" and not _otel_installed():
             found.append(
                 f"TOKEN_VAULT_TRACES={self.traces}: needs the otel extra "
-                "(pip install 'token-vault[otel]')"
+                "(pip install 'oidc-token-vault[otel]')"
             )
         if self.mode == "production":
             found.extend(self._production_problems())

@@ -2,7 +2,7 @@
 
 ``otlp`` sends them over OTLP/HTTP to the collector that the standard
 ``OTEL_EXPORTER_OTLP_*`` variables name (``OTEL_SERVICE_NAME`` renames the service);
-``console`` prints them. Both need the ``otel`` extra (``pip install 'token-vault[otel]'``);
+``console`` prints them. Both need the ``otel`` extra (``pip install 'oidc-token-vault[otel]'``);
 this module is imported only when the setting is on, so without it nothing changes.
 
 What is traced:

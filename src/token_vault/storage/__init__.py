@@ -7,6 +7,7 @@ Only :mod:`token_vault.vault` talks to this package: it opens a backend with
 
 from __future__ import annotations
 
+from token_vault.extra import require
 from token_vault.storage.record import Backend
 from token_vault.storage.url import DatabaseURL
 
@@ -19,6 +20,7 @@ async def open_backend(url: DatabaseURL, *, pool_size: int = 10) -> Backend:
         from token_vault.storage.sqlite import SQLiteBackend
 
         return await SQLiteBackend.connect(url)
+    require("postgres", "a PostgreSQL database")
     from token_vault.storage.postgres import PostgresBackend
 
     return await PostgresBackend.connect(url, max_size=pool_size)

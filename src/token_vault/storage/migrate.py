@@ -19,10 +19,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from token_vault.errors import MigrationError, UnavailableError
+from token_vault.extra import require
 from token_vault.storage.url import DatabaseURL
 
 __all__ = [
@@ -102,6 +102,9 @@ async def run_on_connection(url: DatabaseURL, work: Callable[[Connection], T]) -
                 sync_engine.dispose()
 
         return await asyncio.to_thread(sync)
+    require("postgres", "a PostgreSQL database")
+    from sqlalchemy.ext.asyncio import create_async_engine  # needs greenlet: postgres extra
+
     engine = create_async_engine(
         url.sqlalchemy_url, poolclass=NullPool, connect_args=url.asyncpg_connect_kwargs()
     )
