@@ -2,8 +2,8 @@
 Standard Webhooks signature and keeps a log with each idempotency key once.
 
 It can be down (nothing listens on its port: connections are refused) and come up later,
-and can refuse the first arrival of chosen events with a 503 (after logging them), so
-the sender retries and the same ``webhook-id`` arrives twice.
+and can refuse the first arrival of each event with a 503 (after logging it), so the
+sender retries and the same ``webhook-id`` arrives twice.
 """
 
 from __future__ import annotations
@@ -22,17 +22,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.support import leakcheck
 from token_vault.service.devprovider import free_port
 
 
 class Receiver:
     """The app's webhook endpoint, as a test sees it."""
 
-    def __init__(self, secret: str, *, refuse_first: set[str] | None = None) -> None:
+    def __init__(self, secret: str, *, refuse_first: bool = False) -> None:
+        leakcheck.remember_secret(secret)  # the sender must never log or echo it
         self.secret = secret
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hooks"
-        self.refuse_first = refuse_first or set()
+        self.refuse_first = refuse_first
         self.log: list[tuple[str, dict[str, Any]]] = []  # (webhook-id, verified body)
         self._seen: set[str] = set()
         self.arrivals: Counter[str] = Counter()  # webhook-id -> deliveries that arrived
@@ -56,7 +58,7 @@ class Receiver:
             if first:  # idempotent: a repeated key is acknowledged, not logged again
                 self._seen.add(key)
                 self.log.append((key, payload))
-        if first and key in self.refuse_first:
+        if first and self.refuse_first:
             return Response(status_code=503)
         return Response(status_code=204)
 
@@ -77,6 +79,15 @@ class Receiver:
             self._server.should_exit = True
             self._thread.join(timeout=10)
         self._server = self._thread = None
+
+    def received(self, event_type: str, user_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """The logged events of this type for this user."""
+        with self._lock:
+            return [
+                (key, body)
+                for key, body in self.log
+                if body["type"] == event_type and body["data"]["user_id"] == user_id
+            ]
 
     def snapshot(self) -> tuple[list[tuple[str, dict[str, Any]]], Counter[str], int]:
         with self._lock:
