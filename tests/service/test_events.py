@@ -256,3 +256,53 @@ async def test_an_app_down_for_30_seconds_gets_every_event_once(
         statuses = [d.status for d in log if d.event_id == key]
         assert statuses[-2:] == [503, 204]
         assert None in statuses
+
+
+@pytest.mark.slow
+async def test_purge_expired_from_the_command_line_tells_the_app(
+    database_url: str, keyring: Keyring
+) -> None:
+    secret = new_secret()
+    env = {
+        "TOKEN_VAULT_DATABASE_URL": database_url,
+        "TOKEN_VAULT_KEYS": keyring.to_spec(),
+        "TOKEN_VAULT_WEBHOOK_SECRET": secret,
+        "TOKEN_VAULT_INSECURE_HTTP": "1",  # the receiver is plain http on loopback
+    }
+    async with await TokenVault.open(database_url, keyring) as vault:
+        await vault.upsert_refresh_token(
+            "old", "old-refresh-token-1", datetime(2020, 1, 1, tzinfo=UTC)
+        )
+    without_url = await asyncio.to_thread(cli, "purge-expired", env=env)
+    assert without_url.returncode == 0, without_url.stderr
+    assert (await asyncio.to_thread(cli, "events", "--json", env=env)).stdout == ""
+    async with await TokenVault.open(database_url, keyring) as vault:
+        await vault.upsert_refresh_token(
+            "old", "old-refresh-token-2", datetime(2020, 1, 1, tzinfo=UTC)
+        )
+    with receiving(secret) as receiver:
+        env["TOKEN_VAULT_WEBHOOK_URL"] = receiver.url
+        purged = await asyncio.to_thread(cli, "purge-expired", env=env)
+        assert purged.returncode == 0, purged.stderr
+        [pending] = [
+            json.loads(line)
+            for line in (
+                await asyncio.to_thread(cli, "events", "--json", env=env)
+            ).stdout.splitlines()
+        ]
+        assert (pending["type"], pending["user"], pending["state"]) == (
+            "entry.expired",
+            "old",
+            "pending",
+        )
+        delivered = await asyncio.to_thread(cli, "events", "deliver", "--once", env=env)
+        assert delivered.returncode == 0, delivered.stderr
+        assert delivered.stdout.strip() == "1 delivery attempt(s)"
+        [(key, body)] = receiver.snapshot()[0]
+    assert key == pending["id"]
+    assert body["type"] == "entry.expired"
+    listed = await asyncio.to_thread(cli, "events", "--state", "delivered", env=env)
+    assert f"id={key}" in listed.stdout
+    assert "old-refresh-token" not in listed.stdout + delivered.stdout + delivered.stderr
+    bad = await asyncio.to_thread(cli, "events", "--state", "lost", env=env)
+    assert bad.returncode == 4
