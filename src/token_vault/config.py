@@ -139,12 +139,17 @@ class VaultSettings(BaseSettings):
             data[name] = _read_secret(name, path)
         return data
 
-    async def open_vault(self, *, clock: Clock | None = None) -> TokenVault:
-        """Open the vault these settings describe (database, keys, pool size)."""
+    async def open_vault(self, *, clock: Clock | None = None, events: bool = False) -> TokenVault:
+        """Open the vault these settings describe (database, keys, pool size); with
+        ``events``, changes the app hears of leave events in the outbox."""
         from token_vault.vault.core import TokenVault, utc_now
 
         return await TokenVault.open(
-            self.database(), self.keyring(), clock=clock or utc_now, pool_size=self.pool_size
+            self.database(),
+            self.keyring(),
+            clock=clock or utc_now,
+            pool_size=self.pool_size,
+            events=events,
         )
 
     def database(self) -> DatabaseURL:

@@ -61,8 +61,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Schema migrations and consistency checks.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encryption keys.", no_args_is_help=True)
+events_app = typer.Typer(
+    help="Events to the app (webhooks): list them with their delivery state, deliver, replay."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(events_app, name="events")
 
 
 def exit_code_for(error: VaultError) -> int:
@@ -350,8 +354,13 @@ def keys_remove(key_id: Annotated[str, typer.Argument(help="the key id to drop")
 def purge_expired() -> None:
     """Delete every entry whose expiry has passed."""
 
+    from token_vault.service.settings import ServiceSettings
+
+    settings = ServiceSettings()
+
     async def purge() -> int:
-        async with await _settings().open_vault() as vault:
+        # With a webhook configured, each purged entry leaves an entry.expired event.
+        async with await settings.open_vault(events=settings.events_enabled) as vault:
             return await vault.purge_expired()
 
     typer.echo(f"purged {asyncio.run(purge())} expired entr(y/ies)")
@@ -567,6 +576,129 @@ def demo() -> None:
     from token_vault.cli.demo import walkthrough
 
     asyncio.run(walkthrough(typer.echo))
+
+
+@events_app.callback(invoke_without_command=True)
+def events_list(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None, typer.Option(help="only events in this state: pending, delivered, failed")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="only this user's events")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per line, with its delivery log")
+    ] = False,
+) -> None:
+    """Events, newest first, with their delivery state (and log, with --json)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        async with await _settings().open_vault() as vault:
+            events = await vault.events(state=state, user_id=user, limit=limit)
+            log = await vault.deliveries([e.id for e in events]) if as_json else []
+            return events, log
+
+    events, log = run(read())
+    for event in events:
+        fields: dict[str, Any] = {
+            "id": event.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at.isoformat(),
+            "user": event.user_id,
+            "entry": event.entry_id,
+            "token_type": event.token_type,
+            "state": event.state,
+            "attempts": event.attempts,
+            "next_attempt_at": (
+                event.next_attempt_at.isoformat() if event.state == "pending" else None
+            ),
+            "delivered_at": event.delivered_at.isoformat() if event.delivered_at else None,
+            "last_status": event.last_status,
+            "last_error": event.last_error,
+        }
+        if as_json:
+            fields["deliveries"] = [
+                {
+                    "attempt": d.attempt,
+                    "at": d.at.isoformat(),
+                    "status": d.status,
+                    "error": d.error,
+                    "duration_ms": d.duration_ms,
+                    "worker": d.worker,
+                }
+                for d in log
+                if d.event_id == event.id
+            ]
+            typer.echo(json.dumps(fields))
+        else:
+            typer.echo("  ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+    if not events and not as_json:
+        typer.echo("(no events)")
+
+
+@events_app.command("replay")
+def events_replay(event_id: Annotated[str, typer.Argument(help="the event's id")]) -> None:
+    """Queue an event again (same id, so the app can tell it has seen it), due now."""
+
+    async def replay() -> bool:
+        async with await _settings().open_vault() as vault:
+            return await vault.replay_event(event_id)
+
+    if not run(replay()):
+        typer.echo(f"error: no event {event_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"queued {event_id} for delivery")
+
+
+@events_app.command("deliver")
+def events_deliver(
+    once: Annotated[bool, typer.Option("--once", help="deliver what is due, then exit")] = False,
+) -> None:
+    """Deliver events to TOKEN_VAULT_WEBHOOK_URL (beside or instead of `serve`'s worker;
+    any number may run)."""
+    from token_vault.service.settings import ServiceSettings
+    from token_vault.service.webhooks import Deliverer
+
+    settings = ServiceSettings()
+
+    async def deliver() -> int:
+        policy = settings.delivery_policy()
+        async with await settings.open_vault(events=True) as vault:
+            deliverer = Deliverer(vault, policy)
+            try:
+                if once:
+                    return await deliverer.deliver_due()
+                await deliverer.run()
+                return 0
+            finally:
+                await deliverer.close()
+
+    typer.echo(f"{run(deliver())} delivery attempt(s)")
+
+
+@events_app.command("secret")
+def events_secret() -> None:
+    """Print a new webhook signing secret as TOKEN_VAULT_WEBHOOK_SECRET=whsec_..."""
+    from token_vault.service.webhooks import new_secret
+
+    typer.echo(f"TOKEN_VAULT_WEBHOOK_SECRET={new_secret()}")
+
+
+@events_app.command("purge")
+def events_purge(
+    older_than_days: Annotated[int, typer.Option(min=1, help="keep this many days")] = 30,
+) -> None:
+    """Delete delivered events (and their delivery logs) older than the retention period."""
+    from datetime import timedelta
+
+    async def purge() -> int:
+        async with await _settings().open_vault() as vault:
+            return await vault.purge_events(timedelta(days=older_than_days))
+
+    typer.echo(f"purged {run(purge())} delivered event(s) older than {older_than_days} days")
 
 
 def main() -> None:

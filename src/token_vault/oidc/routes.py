@@ -395,16 +395,26 @@ class RelyingParty:
             log.warning("back-channel logout failed: %s", type(exc).__name__)
             body = {"error": "temporarily_unavailable"}
             return JSONResponse(body, status_code=http_status(exc).code, headers=headers)
+        # Each deletion also tells the app (an entry.logged_out event per entry) when the
+        # vault writes events.
         if claims.session_id is not None:
-            await self.vault.delete_session(claims.session_id, token_type=TokenType.REFRESH)
+            await self.vault.backchannel_logout(
+                session_state=claims.session_id, token_type=TokenType.REFRESH
+            )
         elif claims.subject is not None:
-            await self.vault.delete_user(claims.subject, token_type=TokenType.REFRESH)
+            await self.vault.backchannel_logout(
+                user_id=claims.subject, token_type=TokenType.REFRESH
+            )
         await self._audit("backchannel_logout", "ok", claims.subject)
         if claims.revoke_offline_access:
             if claims.subject is not None:
-                await self.vault.delete_user(claims.subject, token_type=TokenType.OFFLINE)
+                await self.vault.backchannel_logout(
+                    user_id=claims.subject, token_type=TokenType.OFFLINE
+                )
             elif claims.session_id is not None:
-                await self.vault.delete_session(claims.session_id, token_type=TokenType.OFFLINE)
+                await self.vault.backchannel_logout(
+                    session_state=claims.session_id, token_type=TokenType.OFFLINE
+                )
         return Response(status_code=200, headers=headers)
 
     async def _validate(self, logout_token: str) -> LogoutClaims:

@@ -27,6 +27,7 @@ from token_vault.service.metrics import Metrics
 from token_vault.service.problem import install_problem_handlers
 from token_vault.service.settings import ServiceSettings
 from token_vault.service.state import Services, get_services
+from token_vault.service.webhooks import Deliverer
 from token_vault.vault.core import TokenVault
 
 if TYPE_CHECKING:
@@ -85,7 +86,10 @@ def create_app(settings: ServiceSettings, *, span_exporter: SpanExporter | None 
         if tracing is not None:
             tracing.start()
         vault = await TokenVault.open(
-            settings.database(), settings.keyring(), pool_size=settings.pool_size
+            settings.database(),
+            settings.keyring(),
+            pool_size=settings.pool_size,
+            events=settings.events_enabled,
         )
         provider = OpenIDProvider(
             settings.provider(),
@@ -132,13 +136,21 @@ def create_app(settings: ServiceSettings, *, span_exporter: SpanExporter | None 
             keeper = asyncio.create_task(
                 keep_alive(vault, access, settings, metrics), name="token-vault-refresher"
             )
+        deliverer = delivering = None
+        if settings.events_enabled and settings.webhook_deliver:
+            deliverer = Deliverer(vault, settings.delivery_policy())
+            vault.on_event(deliverer.wake)
+            delivering = asyncio.create_task(deliverer.run(), name="token-vault-events")
         try:
             yield
         finally:
-            if keeper is not None:
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+            for task in (keeper, delivering):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if deliverer is not None:
+                await deliverer.close()
             await app.state.services.callers.close()
             await provider.close()
             await vault.close()

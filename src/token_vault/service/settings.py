@@ -18,6 +18,7 @@ from token_vault.config import VaultSettings
 from token_vault.errors import ConfigurationError, VaultError
 from token_vault.oidc.provider import ProviderSettings
 from token_vault.service.policy import ACTIONS, CallerPolicy, CallerRule, UserScope
+from token_vault.service.webhooks import DeliveryPolicy, check_secret
 
 __all__ = ["SCOPES", "ServiceSettings", "settings_table"]
 
@@ -157,6 +158,45 @@ class ServiceSettings(VaultSettings):
         description="OpenTelemetry traces: `otlp` (to the collector the standard "
         "`OTEL_EXPORTER_OTLP_*` variables name) or `console`; needs the `otel` extra",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        description="the app's endpoint for events (an entry needing a new login, logged out "
+        "by the provider, expired), signed per Standard Webhooks; with it set the vault keeps "
+        "them in its outbox until delivered; set it on every instance, `purge-expired` too",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="`whsec_` + base64 of 24-64 random bytes, signing each delivery "
+        "(`token-vault events secret` prints one); required with the URL",
+    )
+    webhook_deliver: bool = Field(
+        default=True,
+        description="run the delivery worker inside `serve` (any number of replicas may); "
+        "`false` leaves delivery to `token-vault events deliver`",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="one delivery attempt waits this long at most"
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="a failed delivery is retried after this, then twice as long each time",
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="the longest wait between two delivery attempts"
+    )
+    webhook_max_attempts: int = Field(
+        default=25,
+        ge=1,
+        description="attempts before an event is marked `failed` (`token-vault events "
+        "replay ID` queues it again)",
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often the delivery worker looks for due events"
+    )
+    webhook_concurrency: int = Field(
+        default=4, ge=1, le=100, description="deliveries in flight at once, per worker"
+    )
 
     @property
     def base_url(self) -> str:
@@ -211,7 +251,58 @@ class ServiceSettings(VaultSettings):
             )
         if self.mode == "production":
             found.extend(self._production_problems())
+        found.extend(self._webhook_problems())
         return found
+
+    def _webhook_problems(self) -> list[str]:
+        if self.webhook_url is None:
+            return []
+        found: list[str] = []
+        url = urlsplit(self.webhook_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            found.append("TOKEN_VAULT_WEBHOOK_URL: must be an http(s) URL")
+        elif self.mode == "production" and url.scheme != "https":
+            if not self.insecure_http:
+                found.append(
+                    "TOKEN_VAULT_WEBHOOK_URL: must be https:// in production "
+                    "(TOKEN_VAULT_INSECURE_HTTP=1 allows http for tests on loopback)"
+                )
+            elif url.hostname not in _LOOPBACK:
+                found.append("TOKEN_VAULT_WEBHOOK_URL: plain http is allowed on loopback only")
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        if not secret:
+            found.append("TOKEN_VAULT_WEBHOOK_SECRET: required with TOKEN_VAULT_WEBHOOK_URL")
+        else:
+            try:
+                check_secret(secret)
+            except VaultError as exc:
+                found.append(f"TOKEN_VAULT_WEBHOOK_SECRET: {exc}")
+        return found
+
+    @property
+    def events_enabled(self) -> bool:
+        """Whether the vault writes events for the app (a webhook URL is set)."""
+        return self.webhook_url is not None
+
+    def delivery_policy(self) -> DeliveryPolicy:
+        """Where and how the delivery worker sends events."""
+        if self.webhook_url is None or self.webhook_secret is None:
+            raise ConfigurationError(
+                "events need TOKEN_VAULT_WEBHOOK_URL and TOKEN_VAULT_WEBHOOK_SECRET"
+            )
+        found = self._webhook_problems()
+        if found:
+            raise ConfigurationError("; ".join(found))
+        return DeliveryPolicy(
+            url=self.webhook_url,
+            secret=self.webhook_secret.get_secret_value(),
+            timeout=self.webhook_timeout_seconds,
+            retry_base=self.webhook_retry_base_seconds,
+            retry_max=self.webhook_retry_max_seconds,
+            max_attempts=self.webhook_max_attempts,
+            poll_interval=self.webhook_poll_seconds,
+            concurrency=self.webhook_concurrency,
+        )
 
     def _production_problems(self) -> list[str]:
         found: list[str] = []

@@ -19,6 +19,13 @@ import asyncpg
 from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
 from token_vault.storage.connections import ConnectionPool
+from token_vault.storage.outbox import (
+    DeliveryOutcome,
+    DeliveryRow,
+    EventRow,
+    delivery_row,
+    event_row,
+)
 from token_vault.storage.record import (
     AuditQuery,
     AuditRecord,
@@ -29,7 +36,7 @@ from token_vault.storage.record import (
     metadata_stamp,
     stored_row,
 )
-from token_vault.storage.schema import COLUMNS
+from token_vault.storage.schema import COLUMNS, EVENT_COLUMNS
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "PostgresBackend"]
@@ -274,6 +281,125 @@ ON CONFLICT (jti) DO NOTHING
 RETURNING jti
 """
 FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < $1"
+
+
+# -- the outbox: events for the app, written with the change they describe ------------
+
+_INSERT_EVENT = (
+    "INSERT INTO auth_vault_event (id, type, user_id, entry_id, token_type, occurred_at, "
+    "next_attempt_at)"
+)
+_NEW_EVENT_ID = "'evt_' || replace(gen_random_uuid()::text, '-', '')"
+
+# MARK_NEEDS_REAUTH, and the event saying so ($5: its id), in one statement.
+MARK_NEEDS_REAUTH_WITH_EVENT = f"""
+WITH marked AS (
+  UPDATE auth_vault
+  SET needs_reauth = true,
+      access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
+      access_expires_at = NULL, updated_at = $4,
+      lease_owner = NULL, lease_expires_at = NULL
+  WHERE id = $1 AND nonce = $3 AND lease_owner = $2
+  RETURNING id, user_id, token_type
+)
+{_INSERT_EVENT}
+SELECT $5, 'entry.needs_reauth', user_id, id, token_type, $4, $4 FROM marked
+RETURNING entry_id
+"""
+
+# Deletes that tell the app: one event ($3: its type, $4: now) per deleted entry.
+DELETE_SESSION_WITH_EVENTS = f"""
+WITH gone AS (
+  DELETE FROM auth_vault WHERE session_state = $1 AND ($2::text IS NULL OR token_type = $2)
+  RETURNING id, user_id, token_type
+)
+{_INSERT_EVENT}
+SELECT {_NEW_EVENT_ID}, $3, user_id, id, token_type, $4, $4 FROM gone
+"""
+
+DELETE_USER_WITH_EVENTS = f"""
+WITH gone AS (
+  DELETE FROM auth_vault WHERE user_id = $1 AND ($2::text IS NULL OR token_type = $2)
+  RETURNING id, user_id, token_type
+)
+{_INSERT_EVENT}
+SELECT {_NEW_EVENT_ID}, $3, user_id, id, token_type, $4, $4 FROM gone
+"""
+
+PURGE_EXPIRED_WITH_EVENTS = f"""
+WITH gone AS (
+  DELETE FROM auth_vault WHERE expires_at <= $1
+  RETURNING id, user_id, token_type
+)
+{_INSERT_EVENT}
+SELECT {_NEW_EVENT_ID}, 'entry.expired', user_id, id, token_type, $2, $2 FROM gone
+"""
+
+# Take up to $3 due events for $2 seconds. SKIP LOCKED: replicas claiming at the same
+# moment take different events instead of queueing behind each other's row locks; the
+# lease keeps them apart afterwards, and lapses if its worker died mid-delivery.
+CLAIM_EVENTS = f"""
+UPDATE auth_vault_event
+SET lease_owner = $1, lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+WHERE id IN (
+  SELECT id FROM auth_vault_event
+  WHERE state = 'pending' AND next_attempt_at <= clock_timestamp()
+    AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())
+  ORDER BY next_attempt_at, occurred_at
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+)
+RETURNING {EVENT_COLUMNS}
+"""
+
+# One attempt: logged always; the event's state changes only while $2 holds its lease.
+RECORD_DELIVERY = """
+WITH done AS (
+  UPDATE auth_vault_event
+  SET attempts = attempts + 1,
+      state = $3,
+      next_attempt_at = clock_timestamp() + make_interval(secs => $4),
+      delivered_at = CASE WHEN $3 = 'delivered' THEN clock_timestamp() ELSE delivered_at END,
+      last_status = $5,
+      last_error = $6,
+      lease_owner = NULL,
+      lease_expires_at = NULL
+  WHERE id = $1 AND lease_owner = $2
+  RETURNING id
+)
+INSERT INTO auth_vault_event_delivery (event_id, attempt, at, status, error, duration_ms, worker)
+VALUES ($1, $7, $8, $5, $6, $9, $2)
+RETURNING (SELECT count(*) FROM done)
+"""
+
+# Newest first; each filter applies only when given.
+SELECT_EVENTS = f"""
+SELECT {EVENT_COLUMNS} FROM auth_vault_event
+WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR user_id = $2)
+ORDER BY occurred_at DESC, id DESC
+LIMIT $3
+"""
+
+SELECT_EVENT = f"SELECT {EVENT_COLUMNS} FROM auth_vault_event WHERE id = $1"
+
+SELECT_DELIVERIES = """
+SELECT event_id, attempt, at, status, error, duration_ms, worker
+FROM auth_vault_event_delivery WHERE event_id = ANY($1::text[])
+ORDER BY id
+"""
+
+# Replay: due now, with a fresh round of attempts; a lease in flight is forgotten.
+REQUEUE_EVENT = """
+UPDATE auth_vault_event
+SET state = 'pending', attempts = 0, next_attempt_at = $2,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1
+RETURNING id
+"""
+
+PURGE_DELIVERED_EVENTS = (
+    "DELETE FROM auth_vault_event WHERE state = 'delivered' AND occurred_at < $1"
+)
 
 
 def _jsonb_text(value: Any) -> str:
@@ -586,6 +712,86 @@ class PostgresBackend:
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
         records = await self._run(self._pool.fetch(COUNT_ENTRIES, now))
         return [(r[0], r[1], r[2], r[3]) for r in records]
+
+    # -- the outbox --------------------------------------------------------------------
+
+    async def mark_needs_reauth_with_event(
+        self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime, event_id: str
+    ) -> bool:
+        marked = await self._run(
+            self._pool.fetchval(
+                MARK_NEEDS_REAUTH_WITH_EVENT, entry_id, owner, expected_nonce, now, event_id
+            )
+        )
+        return marked is not None
+
+    async def delete_session_with_events(
+        self, session_state: str, token_type: str | None, event_type: str, now: datetime
+    ) -> int:
+        status = await self._run(
+            self._pool.execute(
+                DELETE_SESSION_WITH_EVENTS, session_state, token_type, event_type, now
+            )
+        )
+        return _count(status)
+
+    async def delete_user_with_events(
+        self, user_id: str, token_type: str | None, event_type: str, now: datetime
+    ) -> int:
+        status = await self._run(
+            self._pool.execute(DELETE_USER_WITH_EVENTS, user_id, token_type, event_type, now)
+        )
+        return _count(status)
+
+    async def purge_expired_with_events(self, cutoff: datetime, now: datetime) -> int:
+        return _count(await self._run(self._pool.execute(PURGE_EXPIRED_WITH_EVENTS, cutoff, now)))
+
+    async def claim_events(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[EventRow]:
+        records = await self._run(
+            self._pool.fetch(CLAIM_EVENTS, owner, lease.total_seconds(), limit)
+        )
+        return sorted(
+            (event_row(r, _same) for r in records), key=lambda e: (e.next_attempt_at, e.id)
+        )
+
+    async def record_delivery(self, outcome: DeliveryOutcome) -> bool:
+        applied = await self._run(
+            self._pool.fetchval(
+                RECORD_DELIVERY,
+                outcome.event_id,
+                outcome.worker,
+                outcome.state,
+                outcome.retry_in.total_seconds(),
+                outcome.status,
+                outcome.error,
+                outcome.attempt,
+                outcome.at,
+                outcome.duration_ms,
+            )
+        )
+        return bool(applied)
+
+    async def fetch_events(
+        self, state: str | None, user_id: str | None, limit: int
+    ) -> list[EventRow]:
+        records = await self._run(self._pool.fetch(SELECT_EVENTS, state, user_id, limit))
+        return [event_row(r, _same) for r in records]
+
+    async def fetch_event(self, event_id: str) -> EventRow | None:
+        record = await self._run(self._pool.fetchrow(SELECT_EVENT, event_id))
+        return event_row(record, _same) if record is not None else None
+
+    async def fetch_deliveries(self, event_ids: list[str]) -> list[DeliveryRow]:
+        records = await self._run(self._pool.fetch(SELECT_DELIVERIES, event_ids))
+        return [delivery_row(r, _same) for r in records]
+
+    async def requeue_event(self, event_id: str, now: datetime) -> bool:
+        return await self._run(self._pool.fetchval(REQUEUE_EVENT, event_id, now)) is not None
+
+    async def purge_events(self, before: datetime) -> int:
+        return _count(await self._run(self._pool.execute(PURGE_DELIVERED_EVENTS, before)))
 
     async def schema_revision(self) -> str | None:
         try:

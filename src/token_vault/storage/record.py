@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from token_vault.crypto.keyring import Sealed
+from token_vault.storage.outbox import DeliveryOutcome, DeliveryRow, EventRow
 from token_vault.storage.schema import column_position
 
 __all__ = [
@@ -268,5 +269,44 @@ class Backend(Protocol):
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]: ...
 
     async def schema_revision(self) -> str | None: ...
+
+    # The outbox: each change below writes its events in the same statement or
+    # transaction; a delivery worker claims, sends and records them.
+
+    async def mark_needs_reauth_with_event(
+        self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime, event_id: str
+    ) -> bool: ...
+
+    async def delete_session_with_events(
+        self, session_state: str, token_type: str | None, event_type: str, now: datetime
+    ) -> int: ...
+
+    async def delete_user_with_events(
+        self, user_id: str, token_type: str | None, event_type: str, now: datetime
+    ) -> int: ...
+
+    async def purge_expired_with_events(self, cutoff: datetime, now: datetime) -> int:
+        """Delete entries expired at ``cutoff``; their events are stamped ``now``."""
+        ...
+
+    async def claim_events(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[EventRow]: ...
+
+    async def record_delivery(self, outcome: DeliveryOutcome) -> bool:
+        """Log the attempt; ``True`` when the event's state changed (the lease was ours)."""
+        ...
+
+    async def fetch_events(
+        self, state: str | None, user_id: str | None, limit: int
+    ) -> list[EventRow]: ...
+
+    async def fetch_event(self, event_id: str) -> EventRow | None: ...
+
+    async def fetch_deliveries(self, event_ids: list[str]) -> list[DeliveryRow]: ...
+
+    async def requeue_event(self, event_id: str, now: datetime) -> bool: ...
+
+    async def purge_events(self, before: datetime) -> int: ...
 
     async def close(self) -> None: ...

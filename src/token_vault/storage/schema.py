@@ -16,11 +16,14 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "COLUMNS",
+    "EVENT_COLUMNS",
     "OFFLINE_INDEX",
     "REFRESH_INDEX",
     "audit",
     "auth_vault",
     "column_position",
+    "event",
+    "event_delivery",
     "metadata",
     "seen_logout_token",
 ]
@@ -120,10 +123,60 @@ seen_logout_token = sa.Table(
     sa.Column("expires_at", TIME, nullable=False),
 )
 
+# The outbox (revision 0007): what the app is told by webhook, written with the change it
+# describes (an entry needing a new login, logged out, expired) and kept until delivered.
+# The id is the webhook's idempotency key (``webhook-id``). Never a token.
+event = sa.Table(
+    "auth_vault_event",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("type", sa.Text(), nullable=False),
+    sa.Column("user_id", sa.Text(), nullable=False),
+    sa.Column("entry_id", sa.Text(), nullable=True),
+    sa.Column("token_type", sa.Text(), nullable=True),
+    sa.Column("occurred_at", TIME, nullable=False),
+    sa.Column("state", sa.Text(), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", TIME, nullable=False),
+    # A delivery worker's claim, so replicas never send the same event at once.
+    sa.Column("lease_owner", sa.Text(), nullable=True),
+    sa.Column("lease_expires_at", TIME, nullable=True),
+    sa.Column("delivered_at", TIME, nullable=True),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
+    sa.Index("auth_vault_event_state_idx", "state", "next_attempt_at"),
+    sa.Index("auth_vault_event_occurred_at_idx", "occurred_at"),
+)
+
+# The delivery log: one row per attempt to deliver an event, with its outcome.
+event_delivery = sa.Table(
+    "auth_vault_event_delivery",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "event_id",
+        sa.Text(),
+        sa.ForeignKey("auth_vault_event.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("at", TIME, nullable=False),
+    sa.Column("status", sa.Integer(), nullable=True),  # the HTTP status, if one came
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("duration_ms", sa.Integer(), nullable=False),
+    sa.Column("worker", sa.Text(), nullable=False),
+    sa.Index("auth_vault_event_delivery_event_id_idx", "event_id", "id"),
+)
+
 # The column list every ``SELECT`` of an entry reads, in the model's order.
 COLUMNS = ", ".join(column.name for column in auth_vault.columns)
 
 _POSITIONS = {column.name: position for position, column in enumerate(auth_vault.columns)}
+
+
+# The column list every ``SELECT`` of an event reads, in the model's order.
+EVENT_COLUMNS = ", ".join(column.name for column in event.columns)
 
 
 def column_position(name: str) -> int:

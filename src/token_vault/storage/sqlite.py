@@ -22,6 +22,14 @@ from typing import Any, TypeVar
 
 from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
+from token_vault.storage.outbox import (
+    DeliveryOutcome,
+    DeliveryRow,
+    EventRow,
+    delivery_row,
+    event_row,
+    new_event_id,
+)
 from token_vault.storage.record import (
     AuditQuery,
     AuditRecord,
@@ -32,7 +40,7 @@ from token_vault.storage.record import (
     metadata_stamp,
     stored_row,
 )
-from token_vault.storage.schema import COLUMNS
+from token_vault.storage.schema import COLUMNS, EVENT_COLUMNS
 from token_vault.storage.url import DatabaseURL
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "SQLiteBackend", "connect_sqlite"]
@@ -235,6 +243,141 @@ ON CONFLICT (jti) DO NOTHING
 RETURNING jti
 """
 FORGET_OLD_LOGOUT_TOKENS = "DELETE FROM auth_vault_seen_logout_token WHERE expires_at < ?1"
+
+# -- the outbox: events for the app, written in the transaction of the change ----------
+# SQLite runs no data-modifying CTE, so each change and its events are two statements in
+# one transaction (one connection, one process).
+
+INSERT_EVENT = """
+INSERT INTO auth_vault_event (id, type, user_id, entry_id, token_type, occurred_at,
+                              next_attempt_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+"""
+
+MARK_NEEDS_REAUTH_FOR_EVENT = """
+UPDATE auth_vault
+SET needs_reauth = 1,
+    access_ciphertext = NULL, access_nonce = NULL, access_key_id = NULL,
+    access_expires_at = NULL, updated_at = ?4,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ?1 AND nonce = ?3 AND lease_owner = ?2
+RETURNING id, user_id, token_type
+"""
+
+DELETE_SESSION_FOR_EVENTS = (
+    "DELETE FROM auth_vault WHERE session_state = ?1 AND (?2 IS NULL OR token_type = ?2) "
+    "RETURNING id, user_id, token_type"
+)
+DELETE_USER_FOR_EVENTS = (
+    "DELETE FROM auth_vault WHERE user_id = ?1 AND (?2 IS NULL OR token_type = ?2) "
+    "RETURNING id, user_id, token_type"
+)
+PURGE_EXPIRED_FOR_EVENTS = (
+    "DELETE FROM auth_vault WHERE expires_at <= ?1 RETURNING id, user_id, token_type"
+)
+
+CLAIM_EVENTS = f"""
+UPDATE auth_vault_event SET lease_owner = ?1, lease_expires_at = ?3
+WHERE id IN (
+  SELECT id FROM auth_vault_event
+  WHERE state = 'pending' AND next_attempt_at <= ?2
+    AND (lease_expires_at IS NULL OR lease_expires_at <= ?2)
+  ORDER BY next_attempt_at, occurred_at
+  LIMIT ?4
+)
+RETURNING {EVENT_COLUMNS}
+"""
+
+UPDATE_DELIVERED_EVENT = """
+UPDATE auth_vault_event
+SET attempts = attempts + 1,
+    state = ?3,
+    next_attempt_at = ?4,
+    delivered_at = CASE WHEN ?3 = 'delivered' THEN ?5 ELSE delivered_at END,
+    last_status = ?6,
+    last_error = ?7,
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE id = ?1 AND lease_owner = ?2
+"""
+
+INSERT_DELIVERY = """
+INSERT INTO auth_vault_event_delivery (event_id, attempt, at, status, error, duration_ms, worker)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+"""
+
+SELECT_EVENTS = f"""
+SELECT {EVENT_COLUMNS} FROM auth_vault_event
+WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR user_id = ?2)
+ORDER BY occurred_at DESC, id DESC
+LIMIT ?3
+"""
+
+SELECT_EVENT = f"SELECT {EVENT_COLUMNS} FROM auth_vault_event WHERE id = ?1"
+
+SELECT_DELIVERIES = """
+SELECT event_id, attempt, at, status, error, duration_ms, worker
+FROM auth_vault_event_delivery WHERE event_id IN (SELECT value FROM json_each(?1))
+ORDER BY id
+"""
+
+REQUEUE_EVENT = """
+UPDATE auth_vault_event
+SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ?1
+RETURNING id
+"""
+
+PURGE_DELIVERED_EVENTS = (
+    "DELETE FROM auth_vault_event WHERE state = 'delivered' AND occurred_at < ?1"
+)
+
+
+def _in_transaction(connection: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """Run ``work`` (statements on ``connection``) as one transaction."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return result
+
+
+def _with_events(
+    connection: sqlite3.Connection,
+    change: str,
+    params: tuple[Any, ...],
+    event_type: str,
+    now: datetime,
+    event_id: str | None = None,
+) -> int:
+    """Run ``change`` (returning ``id, user_id, token_type`` per changed entry) and write
+    one event per entry, in one transaction; how many entries changed."""
+
+    def work() -> int:
+        changed = connection.execute(change, params).fetchall()
+        for entry_id, user_id, token_type in changed:
+            connection.execute(
+                INSERT_EVENT,
+                (
+                    event_id or new_event_id(),
+                    event_type,
+                    user_id,
+                    entry_id,
+                    token_type,
+                    to_text(now),
+                ),
+            )
+        return len(changed)
+
+    return _in_transaction(connection, work)
+
+
+def _event(record: tuple[Any, ...]) -> EventRow:
+    return event_row(record, datetime.fromisoformat)
 
 
 _SCHEMA_SIGNS = ("no such table", "no such column", "has no column named", "ON CONFLICT clause")
@@ -524,6 +667,104 @@ class SQLiteBackend:
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
         rows = await self._run(lambda c: c.execute(COUNT_ENTRIES, (to_text(now),)).fetchall())
         return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    # -- the outbox --------------------------------------------------------------------
+
+    async def mark_needs_reauth_with_event(
+        self, entry_id: str, owner: str, expected_nonce: bytes, now: datetime, event_id: str
+    ) -> bool:
+        params = (entry_id, owner, expected_nonce, to_text(now))
+        return bool(
+            await self._run(
+                lambda c: _with_events(
+                    c, MARK_NEEDS_REAUTH_FOR_EVENT, params, "entry.needs_reauth", now, event_id
+                )
+            )
+        )
+
+    async def delete_session_with_events(
+        self, session_state: str, token_type: str | None, event_type: str, now: datetime
+    ) -> int:
+        params = (session_state, token_type)
+        return await self._run(
+            lambda c: _with_events(c, DELETE_SESSION_FOR_EVENTS, params, event_type, now)
+        )
+
+    async def delete_user_with_events(
+        self, user_id: str, token_type: str | None, event_type: str, now: datetime
+    ) -> int:
+        params = (user_id, token_type)
+        return await self._run(
+            lambda c: _with_events(c, DELETE_USER_FOR_EVENTS, params, event_type, now)
+        )
+
+    async def purge_expired_with_events(self, cutoff: datetime, now: datetime) -> int:
+        params = (to_text(cutoff),)
+        return await self._run(
+            lambda c: _with_events(c, PURGE_EXPIRED_FOR_EVENTS, params, "entry.expired", now)
+        )
+
+    async def claim_events(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[EventRow]:
+        params = (owner, to_text(now), to_text(now + lease), limit)
+        rows = await self._run(lambda c: c.execute(CLAIM_EVENTS, params).fetchall())
+        return sorted((_event(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+    async def record_delivery(self, outcome: DeliveryOutcome) -> bool:
+        now = to_text(outcome.at)
+        update = (
+            outcome.event_id,
+            outcome.worker,
+            outcome.state,
+            to_text(outcome.at + outcome.retry_in),
+            now,
+            outcome.status,
+            outcome.error,
+        )
+        log = (
+            outcome.event_id,
+            outcome.attempt,
+            now,
+            outcome.status,
+            outcome.error,
+            outcome.duration_ms,
+            outcome.worker,
+        )
+
+        def work(c: sqlite3.Connection) -> bool:
+            def both() -> bool:
+                applied = c.execute(UPDATE_DELIVERED_EVENT, update).rowcount > 0
+                c.execute(INSERT_DELIVERY, log)
+                return applied
+
+            return _in_transaction(c, both)
+
+        return await self._run(work)
+
+    async def fetch_events(
+        self, state: str | None, user_id: str | None, limit: int
+    ) -> list[EventRow]:
+        params = (state, user_id, limit)
+        rows = await self._run(lambda c: c.execute(SELECT_EVENTS, params).fetchall())
+        return [_event(r) for r in rows]
+
+    async def fetch_event(self, event_id: str) -> EventRow | None:
+        row = await self._run(lambda c: c.execute(SELECT_EVENT, (event_id,)).fetchone())
+        return _event(row) if row is not None else None
+
+    async def fetch_deliveries(self, event_ids: list[str]) -> list[DeliveryRow]:
+        params = (json.dumps(event_ids),)
+        rows = await self._run(lambda c: c.execute(SELECT_DELIVERIES, params).fetchall())
+        return [delivery_row(r, datetime.fromisoformat) for r in rows]
+
+    async def requeue_event(self, event_id: str, now: datetime) -> bool:
+        params = (event_id, to_text(now))
+        return bool(await self._run(lambda c: c.execute(REQUEUE_EVENT, params).fetchall()))
+
+    async def purge_events(self, before: datetime) -> int:
+        params = (to_text(before),)
+        return await self._run(lambda c: c.execute(PURGE_DELIVERED_EVENTS, params).rowcount)
 
     async def schema_revision(self) -> str | None:
         def read(c: sqlite3.Connection) -> str | None:

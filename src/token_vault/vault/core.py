@@ -19,11 +19,13 @@ from token_vault.crypto.keyring import Keyring
 from token_vault.errors import DecryptionError, ValidationError
 from token_vault.storage import open_backend
 from token_vault.storage.migrate import head_revision
+from token_vault.storage.outbox import new_event_id
 from token_vault.storage.record import Backend, NewRow, RefreshWrite, StoredRow
 from token_vault.storage.url import DEFAULT_DATABASE_URL, DatabaseURL
 from token_vault.vault import rotation
 from token_vault.vault.audit import AuditQuery, AuditRecord, audit_context
 from token_vault.vault.entry import TokenType, VaultEntry
+from token_vault.vault.events import DeliveryOutcome, DeliveryRow, EventRow, EventType
 from token_vault.vault.refresh import ExpiringEntry, RefreshLease, RefreshOutcome, RefreshState
 from token_vault.vault.sealer import RowSealer
 from token_vault.vault.validation import (
@@ -90,10 +92,14 @@ class TokenVault:
     environment.
     """
 
-    def __init__(self, backend: Backend, keyring: Keyring, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, backend: Backend, keyring: Keyring, *, clock: Clock = utc_now, events: bool = False
+    ) -> None:
         self._backend = backend
         self._sealer = RowSealer(keyring)
         self._clock = clock
+        self._events = events
+        self._event_listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"TokenVault(dialect={self.dialect!r}, keyring={self.keyring!r})"
@@ -106,14 +112,20 @@ class TokenVault:
         *,
         clock: Clock = utc_now,
         pool_size: int = 10,
+        events: bool = False,
     ) -> TokenVault:
-        """Connect to ``database_url`` (the embedded SQLite file when ``None``)."""
+        """Connect to ``database_url`` (the embedded SQLite file when ``None``).
+
+        With ``events``, an entry that starts needing a new login, is removed by
+        back-channel logout or is purged as expired leaves an event in the outbox, for the
+        app's webhook (see :mod:`token_vault.vault.events`).
+        """
         if not isinstance(keyring, Keyring):
             raise TypeError("keyring must be a token_vault.Keyring")
         if not isinstance(database_url, DatabaseURL):
             database_url = DatabaseURL.parse(database_url or DEFAULT_DATABASE_URL)
         backend = await open_backend(database_url, pool_size=pool_size)
-        return cls(backend, keyring, clock=clock)
+        return cls(backend, keyring, clock=clock, events=events)
 
     async def __aenter__(self) -> TokenVault:
         return self
@@ -383,7 +395,16 @@ class TokenVault:
     async def mark_needs_reauth(self, lease: RefreshLease) -> bool:
         """The provider killed the grant: flag the entry for a new login, drop its cached
         access token and release the lease. ``False`` when the entry changed meanwhile
-        (a new login already replaced the dead token)."""
+        (a new login already replaced the dead token).
+
+        With events on, the ``entry.needs_reauth`` event is written in the same statement.
+        """
+        if self._events:
+            marked = await self._backend.mark_needs_reauth_with_event(
+                lease.entry.id, lease.owner, lease.nonce, self._clock(), new_event_id()
+            )
+            self._told(int(marked))
+            return marked
         return await self._backend.mark_needs_reauth(
             lease.entry.id, lease.owner, lease.nonce, self._clock()
         )
@@ -438,7 +459,109 @@ class TokenVault:
         return await self.purge_expired_at(self._clock())
 
     async def purge_expired_at(self, now: datetime) -> int:
-        return await self._backend.purge_expired(check_expires_at(now))
+        """Delete the entries expired at ``now``; with events on, one ``entry.expired``
+        event each, in the same statement (transaction on SQLite)."""
+        now = check_expires_at(now)
+        if self._events:
+            return self._told(await self._backend.purge_expired_with_events(now, self._clock()))
+        return await self._backend.purge_expired(now)
+
+    async def backchannel_logout(
+        self,
+        *,
+        session_state: str | None = None,
+        user_id: str | None = None,
+        token_type: TokenType | str | None = None,
+    ) -> int:
+        """The provider ended a session (``session_state``) or all of a user's sessions:
+        delete those entries (optionally of one type); how many. With events on, one
+        ``entry.logged_out`` event per entry, in the same statement."""
+        if (session_state is None) == (user_id is None):
+            raise ValidationError("session_state", "give exactly one of session_state, user_id")
+        kind = check_token_type(token_type).value if token_type is not None else None
+        if session_state is not None:
+            session_state = check_identifier("session_state", session_state)
+            if not self._events:
+                return await self._backend.delete_session(session_state, kind)
+            return self._told(
+                await self._backend.delete_session_with_events(
+                    session_state, kind, EventType.LOGGED_OUT.value, self._clock()
+                )
+            )
+        assert user_id is not None
+        user_id = check_identifier("user_id", user_id)
+        if not self._events:
+            return await self._backend.delete_user(user_id, kind)
+        return self._told(
+            await self._backend.delete_user_with_events(
+                user_id, kind, EventType.LOGGED_OUT.value, self._clock()
+            )
+        )
+
+    # -- events to the app (the outbox) -------------------------------------------------
+
+    @property
+    def events_enabled(self) -> bool:
+        """Whether changes the app hears of leave events in the outbox."""
+        return self._events
+
+    def on_event(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever this vault wrote events (a delivery worker in the same
+        process wakes up instead of waiting for its next poll)."""
+        self._event_listeners.append(listener)
+
+    def _told(self, written: int) -> int:
+        if written:
+            for listener in self._event_listeners:
+                listener()
+        return written
+
+    async def claim_events(
+        self, owner: str, *, lease: timedelta, limit: int = 50
+    ) -> list[EventRow]:
+        """Take up to ``limit`` events that are due, for ``lease``: no other worker sends
+        them meanwhile (``FOR UPDATE SKIP LOCKED`` and a lease on PostgreSQL)."""
+        owner = check_identifier("owner", owner)
+        return await self._backend.claim_events(owner, self._clock(), lease, limit)
+
+    async def record_delivery(self, outcome: DeliveryOutcome) -> bool:
+        """Log a delivery attempt and move its event on (delivered, retry later, failed);
+        ``False`` when the worker's lease had lapsed (the attempt is logged anyway)."""
+        return await self._backend.record_delivery(outcome)
+
+    async def events(
+        self, *, state: str | None = None, user_id: str | None = None, limit: int = 100
+    ) -> list[EventRow]:
+        """Events, newest first, with their delivery state."""
+        if not 1 <= limit <= 10_000:
+            raise ValidationError("limit", "must be between 1 and 10000")
+        if state is not None and state not in ("pending", "delivered", "failed"):
+            raise ValidationError("state", "must be pending, delivered or failed")
+        if user_id is not None:
+            user_id = check_identifier("user_id", user_id)
+        return await self._backend.fetch_events(state, user_id, limit)
+
+    async def event(self, event_id: str) -> EventRow | None:
+        return await self._backend.fetch_event(check_identifier("event_id", event_id))
+
+    async def deliveries(self, event_ids: list[str]) -> list[DeliveryRow]:
+        """The delivery log of these events, oldest attempt first."""
+        return await self._backend.fetch_deliveries(
+            [check_identifier("event_id", event_id) for event_id in event_ids]
+        )
+
+    async def replay_event(self, event_id: str) -> bool:
+        """Queue an event again (delivered or failed alike), due now, with a fresh round of
+        attempts and the same id; ``False`` if there is no such event."""
+        queued = await self._backend.requeue_event(
+            check_identifier("event_id", event_id), self._clock()
+        )
+        self._told(int(queued))
+        return queued
+
+    async def purge_events(self, older_than: timedelta) -> int:
+        """Delete delivered events (and their logs) older than ``older_than``."""
+        return await self._backend.purge_events(self._clock() - older_than)
 
     # -- the audit trail ---------------------------------------------------------------
 
