@@ -31,7 +31,17 @@ _OIDC = ("authlib", "httpx", "itsdangerous", "joserfc", "starlette")
 MODULES: dict[str, tuple[str, ...]] = {
     "postgres": ("asyncpg", "greenlet"),
     "oidc": _OIDC,
-    "service": (*_OIDC, "fastapi", "prometheus_client", "python_multipart", "uvicorn"),
+    "service": (
+        *_OIDC,
+        "fastapi",
+        "prometheus_client",
+        "python_multipart",
+        "standardwebhooks",
+        "uvicorn",
+    ),
+    "kms": ("boto3",),
+    "pkcs11": ("pkcs11",),
+    "otel": ("opentelemetry",),  # the SDK and instrumentations: see _otel_installed()
 }
 """What each extra makes importable (``service`` also installs ``postgres``, which is
 checked where a PostgreSQL database is opened)."""

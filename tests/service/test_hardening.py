@@ -52,7 +52,6 @@ def test_a_sound_production_configuration_has_no_problem() -> None:
         ),
         ({"session_secret": "a" * 40}, "TOKEN_VAULT_SESSION_SECRET"),
         ({"api_audience": "token-vault-web"}, "TOKEN_VAULT_API_AUDIENCE"),
-        ({"keys": None, "keys_file": Path("var/dev-keys")}, "dev-keys"),
         ({"caller_policy": "{not json"}, "TOKEN_VAULT_CALLER_POLICY"),
         ({"caller_policy": '{"callers": {"x": {"actions": ["steal"]}}}'}, "steal"),
         ({"oidc_client_secret": "changeme"}, "TOKEN_VAULT_OIDC_CLIENT_SECRET"),
@@ -61,6 +60,13 @@ def test_a_sound_production_configuration_has_no_problem() -> None:
 def test_production_refuses_each_unsafe_setting(changes: dict[str, Any], named: str) -> None:
     found = problems(**changes)
     assert any(named in problem for problem in found), found
+
+
+def test_a_dev_mode_key_file_is_refused_in_production(tmp_path: Path) -> None:
+    dev_keys = tmp_path / "dev-keys"
+    dev_keys.write_text(GOOD["keys"])
+    found = problems(keys=None, keys_file=dev_keys)
+    assert any("dev-mode file" in problem for problem in found), found
 
 
 def test_plain_http_on_loopback_needs_the_explicit_switch() -> None:

@@ -113,6 +113,9 @@ class ServiceSettings(VaultSettings):
     oidc_introspection_client_secret: SecretStr | None = Field(
         default=None, description="that client's secret"
     )
+    oidc_introspection_client_secret_file: Path | None = Field(
+        default=None, description="a file holding that secret"
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="signs the browser session cookie; 32+ characters"
     )
@@ -168,6 +171,9 @@ class ServiceSettings(VaultSettings):
         default=None,
         description="`whsec_` + base64 of 24-64 random bytes, signing each delivery "
         "(`token-vault events secret` prints one); required with the URL",
+    )
+    webhook_secret_file: Path | None = Field(
+        default=None, description="a file holding the webhook secret"
     )
     webhook_deliver: bool = Field(
         default=True,
