@@ -35,6 +35,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AD_PREFIX = b"token-vault/v1"
+_AD_PREFIX_FRAMED = len(_AD_PREFIX).to_bytes(4, "big") + _AD_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,18 @@ class Sealed:
 
 def associated_data(user_id: str, token_type: str, key_id: str) -> bytes:
     """Canonical, length-prefixed associated data binding a ciphertext to its row."""
-    parts = [_AD_PREFIX, *(p.encode("utf-8") for p in (user_id, token_type, key_id))]
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+    user, kind, key = user_id.encode(), token_type.encode(), key_id.encode()
+    return b"".join(
+        (
+            _AD_PREFIX_FRAMED,
+            len(user).to_bytes(4, "big"),
+            user,
+            len(kind).to_bytes(4, "big"),
+            kind,
+            len(key).to_bytes(4, "big"),
+            key,
+        )
+    )
 
 
 class Keyring:
