@@ -18,7 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.workload import Payload, Run, cpu_seconds, stamp
-from token_vault.storage.postgres import SELECT_REFRESH_TOKEN, UPSERT_REFRESH_TOKEN
+from token_vault.storage.postgres import (
+    SELECT_REFRESH_TOKEN,
+    SELECT_USER_TOKENS_AND_NOW,
+    UPSERT_REFRESH_TOKEN,
+)
 
 __all__ = ["PgbenchTarget", "pgbench_script", "run_pgbench"]
 
@@ -41,6 +45,12 @@ UPSERT_VARIABLES = {
     14: "NULL",
 }
 SELECT_VARIABLES = {1: "uid"}
+# What each case name runs: the statement and its parameters.
+STATEMENTS = {
+    "upsert": (UPSERT_REFRESH_TOKEN, UPSERT_VARIABLES),
+    "select": (SELECT_REFRESH_TOKEN, SELECT_VARIABLES),
+    "state": (SELECT_USER_TOKENS_AND_NOW, SELECT_VARIABLES),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +105,9 @@ def run_pgbench(
     warmup: float,
 ) -> Run:
     """Run pgbench for ``duration`` seconds; latencies come from its per-transaction log."""
-    if statement == "upsert":
-        script = pgbench_script(UPSERT_REFRESH_TOKEN, UPSERT_VARIABLES, users)
-        definitions = upsert_definitions(payload)
-    else:
-        script = pgbench_script(SELECT_REFRESH_TOKEN, SELECT_VARIABLES, users)
-        definitions = {}
+    sql, variables = STATEMENTS[statement]
+    script = pgbench_script(sql, variables, users)
+    definitions = upsert_definitions(payload) if statement == "upsert" else {}
     with tempfile.TemporaryDirectory(prefix="token-vault-pgbench-") as tmp:
         script_path = Path(tmp) / f"{statement}.sql"
         script_path.write_text(script)

@@ -38,9 +38,11 @@ END = "<!-- benchmark:end -->"
 RUNNERS = {
     "limit": "pgbench, same SQL",
     "vault": "TokenVault",
+    "plain": "TokenVault, one statement per call",
     "usual": "SQLAlchemy ORM",
     "direct": "sqlite3, same SQL",
 }
+BASELINES = ("limit", "direct")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class Result:
     p99_ms: float
     cpu_us_per_op: float  # the client's CPU time per operation (pgbench or this process)
     client_cores: float  # the client's CPU seconds per wall second
+    calls_per_statement: float | None = None  # the vault: mean calls a statement carried
+    largest_batch: int | None = None  # (on SQLite, calls per commit)
 
     @property
     def rate(self) -> float:
@@ -104,6 +108,8 @@ def percentile(sorted_values: list[int], fraction: float) -> float:
 
 def combine(case: str, runner: str, callers: int, runs: list[Run]) -> Result:
     latencies = sorted(latency for run in runs for latency in run.latencies_ns)
+    batches = [run.batches for run in runs if run.batches is not None]
+    statements = sum(b.statements for b in batches)
     return Result(
         case=case,
         runner=runner,
@@ -114,6 +120,8 @@ def combine(case: str, runner: str, callers: int, runs: list[Run]) -> Result:
         p99_ms=percentile(latencies, 0.99) / 1e6,
         cpu_us_per_op=sum(r.client_cpu for r in runs) / max(1, sum(r.ops for r in runs)) * 1e6,
         client_cores=sum(r.client_cpu for r in runs) / max(1e-9, sum(r.seconds for r in runs)),
+        calls_per_statement=sum(b.calls for b in batches) / statements if statements else None,
+        largest_batch=max(b.largest for b in batches) if batches else None,
     )
 
 
@@ -135,6 +143,20 @@ def _rate(results: list[Result], case: str, runner: str, callers: int) -> float 
     return found.rate if found else None
 
 
+def _vs_baseline(results: list[Result], case: str, callers: int) -> float | None:
+    baseline = "direct" if case.startswith("sqlite") else "limit"
+    return _ratio(_rate(results, case, "vault", callers), _rate(results, case, baseline, callers))
+
+
+# The issue's targets that this script cannot measure: what measures them, or why not.
+NOT_MEASURED_HERE = (
+    ("token handout with the strict audit on >= 0.70x the same without audit", 0.70, True),
+    ("HTTP cached access token, 1 worker >= 0.60x the floor app", 0.60, True),
+    ("HTTP, 2 workers >= 1.3x 1 worker", 1.30, True),
+    ("refresh fan-in: provider refreshes == users, 0 errors", 1.0, True),
+)
+
+
 def targets(
     results: list[Result],
     clients: list[int],
@@ -142,62 +164,48 @@ def targets(
     growth_rows: int,
     small_rows: int,
 ) -> list[Target]:
-    """The issue's targets, computed from this run's results (``n/a`` when not measured)."""
+    """The issue's targets, computed from this run's results (``n/a`` when not measured).
+
+    Against pgbench running the same single-row statement: 1 caller >= 0.80x, more
+    callers >= 1.0x; p99 at more callers <= 1.5x pgbench's; SQLite against direct
+    ``sqlite3`` committing each statement: 1 caller >= 0.60x, more >= 1.5x.
+    """
     out: list[Target] = []
+    for case in ("upsert", "read"):
+        for callers in clients:
+            needed = 0.80 if callers == 1 else 1.0
+            out.append(
+                Target(
+                    f"{case}: vault >= {needed:.2f}x pgbench, {callers} caller(s)",
+                    _vs_baseline(results, case, callers),
+                    needed,
+                    at_least=True,
+                )
+            )
+    for case in ("upsert", "read"):
+        for callers in (n for n in clients if n > 1):
+            vault = _find(results, case, "vault", callers)
+            limit = _find(results, case, "limit", callers)
+            out.append(
+                Target(
+                    f"{case}: vault p99 <= 1.5x pgbench p99, {callers} callers",
+                    _ratio(vault.p99_ms if vault else None, limit.p99_ms if limit else None),
+                    1.5,
+                    at_least=False,
+                )
+            )
     for callers in clients:
+        needed = 0.60 if callers == 1 else 1.5
         out.append(
             Target(
-                f"upsert: vault >= 75% of pgbench, {callers} caller(s)",
-                _ratio(
-                    _rate(results, "upsert", "vault", callers),
-                    _rate(results, "upsert", "limit", callers),
-                ),
-                0.75,
+                f"SQLite upsert: vault >= {needed:.2f}x direct sqlite3, {callers} caller(s)",
+                _vs_baseline(results, "sqlite upsert", callers),
+                needed,
                 at_least=True,
             )
         )
-    out.append(
-        Target(
-            "upsert: vault >= 3x the usual way, 16 callers",
-            _ratio(_rate(results, "upsert", "vault", 16), _rate(results, "upsert", "usual", 16)),
-            3.0,
-            at_least=True,
-        )
-    )
-    vault16 = _find(results, "upsert", "vault", 16)
-    limit16 = _find(results, "upsert", "limit", 16)
-    out.append(
-        Target(
-            "upsert: vault p99 <= 2x pgbench p99, 16 callers",
-            _ratio(vault16.p99_ms if vault16 else None, limit16.p99_ms if limit16 else None),
-            2.0,
-            at_least=False,
-        )
-    )
-    for callers in clients:
-        out.append(
-            Target(
-                f"read: vault >= 75% of pgbench, {callers} caller(s)",
-                _ratio(
-                    _rate(results, "read", "vault", callers),
-                    _rate(results, "read", "limit", callers),
-                ),
-                0.75,
-                at_least=True,
-            )
-        )
-    for callers in clients:
-        out.append(
-            Target(
-                f"SQLite: vault >= 70% of direct sqlite3, {callers} caller(s)",
-                _ratio(
-                    _rate(results, "sqlite upsert", "vault", callers),
-                    _rate(results, "sqlite upsert", "direct", callers),
-                ),
-                0.70,
-                at_least=True,
-            )
-        )
+    for name, threshold, at_least in NOT_MEASURED_HERE:
+        out.append(Target(name, None, threshold, at_least=at_least, note="not measured here"))
     large, small = growth_case(growth_rows), growth_case(small_rows)
     for callers in clients:
         vault_ratio = _ratio(
@@ -239,26 +247,32 @@ def render(results: list[Result], checks: list[Target]) -> str:
     """The results and the targets as two Markdown tables (also fine in a terminal)."""
     lines = [
         "| case | runner | callers | ops/s | p50 ms | p99 ms | ops/s per repetition"
-        " | vs limit | vs usual | client CPU µs/op | client cores used |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        " | vs limit | vs usual | calls per statement (mean, max) | client CPU µs/op"
+        " | client cores used |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        baseline = "direct" if r.case == "sqlite upsert" else "limit"
+        baseline = "direct" if r.case.startswith("sqlite") else "limit"
         vs_limit = (
             _ratio(r.rate, _rate(results, r.case, baseline, r.callers))
-            if r.runner not in ("limit", "direct")
+            if r.runner not in BASELINES
             else None
         )
         vs_usual = (
             _ratio(r.rate, _rate(results, r.case, "usual", r.callers))
-            if r.runner == "vault"
+            if r.runner in ("vault", "plain")
             else None
+        )
+        batches = (
+            f"{r.calls_per_statement:.1f}, {r.largest_batch}"
+            if r.calls_per_statement is not None
+            else "-"
         )
         reps = ", ".join(f"{rate:,.0f}" for rate in r.rates)
         lines.append(
             f"| {r.case} | {RUNNERS[r.runner]} | {r.callers} | {r.rate:,.0f} | "
             f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {reps} | {_fmt(vs_limit)} | {_fmt(vs_usual)} | "
-            f"{r.cpu_us_per_op:,.0f} | {r.client_cores:.2f} |"
+            f"{batches} | {r.cpu_us_per_op:,.0f} | {r.client_cores:.2f} |"
         )
     lines += ["", "| target | measured | needed | result | note |", "|---|---:|---:|---|---|"]
     for t in checks:

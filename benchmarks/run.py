@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -41,6 +41,7 @@ from benchmarks.report import (
 from benchmarks.sqlite_direct import run_sqlite_direct
 from benchmarks.usual import UsualWay
 from benchmarks.workload import (
+    Batches,
     Payload,
     Run,
     drive_tasks,
@@ -50,6 +51,9 @@ from benchmarks.workload import (
 )
 from token_vault import TokenVault
 from token_vault.storage import migrate
+from token_vault.storage.coalesce import BatchCounts
+from token_vault.storage.connections import ConnectionPool
+from token_vault.storage.postgres import PostgresBackend
 from token_vault.storage.sqlite import connect_sqlite
 from token_vault.storage.url import DatabaseURL
 from token_vault.testing.pgcluster import PgCluster
@@ -122,9 +126,21 @@ class Bench:
             warmup=c.warmup,
         )
 
-    async def vault_upserts(self, url: str, users: int, callers: int) -> Run:
+    async def open_vault(self, url: str, callers: int, *, coalesce: bool) -> TokenVault:
+        """The vault as an application opens it; without ``coalesce``, on PostgreSQL, one
+        that sends every call as its own statement (batches of one, one sender per
+        connection): the vault before coalescing, side by side."""
+        if coalesce or url.startswith("sqlite"):
+            return await TokenVault.open(url, self.payload.keyring, pool_size=callers)
+        pool = ConnectionPool(DatabaseURL.parse(url).asyncpg_dsn, size=callers)
+        backend = PostgresBackend(pool, senders=callers, max_batch=1)
+        return TokenVault(backend, self.payload.keyring)
+
+    async def vault_upserts(
+        self, url: str, users: int, callers: int, *, coalesce: bool = True
+    ) -> Run:
         p = self.payload
-        vault = await TokenVault.open(url, p.keyring, pool_size=callers)
+        vault = await self.open_vault(url, callers, coalesce=coalesce)
         try:
 
             async def call(user_id: str) -> object:
@@ -132,12 +148,14 @@ class Bench:
                     user_id, p.token, p.expires_at, p.session_state, p.metadata
                 )
 
-            return await self.drive(call, users, callers)
+            return await self.drive_vault(vault, "upsert_refresh", call, users, callers)
         finally:
             await vault.close()
 
-    async def vault_reads(self, url: str, users: int, callers: int) -> Run:
-        vault = await TokenVault.open(url, self.payload.keyring, pool_size=callers)
+    async def vault_reads(
+        self, url: str, users: int, callers: int, *, coalesce: bool = True
+    ) -> Run:
+        vault = await self.open_vault(url, callers, coalesce=coalesce)
         try:
 
             async def call(user_id: str) -> object:
@@ -146,9 +164,49 @@ class Bench:
                     raise RuntimeError(f"user {user_id} has no refresh token")
                 return entry
 
-            return await self.drive(call, users, callers)
+            return await self.drive_vault(vault, "fetch_refresh", call, users, callers)
         finally:
             await vault.close()
+
+    async def vault_states(self, url: str, users: int, callers: int) -> Run:
+        """The read behind a cached access token: the user's entries and the database's
+        time, and the access token's state (``TokenVault.refresh_state``)."""
+        vault = await self.open_vault(url, callers, coalesce=True)
+        try:
+
+            async def call(user_id: str) -> object:
+                state = await vault.refresh_state(user_id)
+                if state is None:
+                    raise RuntimeError(f"user {user_id} has no entry")
+                return state
+
+            return await self.drive_vault(vault, "fetch_for_refresh", call, users, callers)
+        finally:
+            await vault.close()
+
+    async def drive_vault(
+        self,
+        vault: TokenVault,
+        statement: str,
+        call: Callable[[str], Awaitable[object]],
+        users: int,
+        callers: int,
+    ) -> Run:
+        """Drive ``call`` and record how the timed part's calls were sent: per statement
+        on PostgreSQL, per commit on SQLite."""
+        name = statement if vault.dialect == "postgresql" else "transaction"
+        before = BatchCounts()
+
+        def timed() -> None:
+            nonlocal before
+            before = vault.batch_counts()[name]
+
+        c = self.config
+        run = await drive_tasks(
+            call, callers=callers, users=users, duration=c.duration, warmup=c.warmup, timed=timed
+        )
+        run.batches = batches_between(before, vault.batch_counts()[name])
+        return run
 
     async def usual_upserts(self, dsn: str, users: int, callers: int) -> Run:
         p = self.payload
@@ -176,13 +234,13 @@ class Bench:
         self,
         case: str,
         callers: int,
-        runners: dict[str, Callable[[], Awaitable[Run]]],
+        runners: Mapping[str, Callable[[], Awaitable[Run]]],
         settle: Callable[[], Awaitable[None]],
     ) -> None:
         """Run each runner ``repeat`` times, alternating the order, then record the results."""
         runs: dict[str, list[Run]] = {name: [] for name in runners}
         for repetition in range(self.config.repeat):
-            order = list(runners) if repetition % 2 == 0 else list(reversed(runners))
+            order = list(runners) if repetition % 2 == 0 else list(reversed(list(runners)))
             for name in order:
                 await settle()
                 run = await runners[name]()
@@ -192,6 +250,13 @@ class Bench:
             self.results.append(combine(case, name, callers, runs[name]))
 
 
+def batches_between(before: BatchCounts, after: BatchCounts) -> Batches:
+    grew = [size for size, n in after.by_size.items() if n > before.by_size.get(size, 0)]
+    return Batches(
+        after.statements - before.statements, after.calls - before.calls, max(grew, default=0)
+    )
+
+
 async def postgres_cases(bench: Bench, dsn: str) -> None:
     users, database = bench.config.users, bench.cluster.database
 
@@ -199,26 +264,32 @@ async def postgres_cases(bench: Bench, dsn: str) -> None:
         await bench.settle(dsn)
 
     for callers in bench.config.clients:
-        await bench.side_by_side(
-            "upsert",
-            callers,
-            {
-                "limit": partial(bench.pgbench, database, "upsert", users, callers),
-                "vault": partial(bench.vault_upserts, dsn, users, callers),
-                "usual": partial(bench.usual_upserts, dsn, users, callers),
-            },
-            settle,
-        )
+        runners: dict[str, Callable[[], Awaitable[Run]]] = {
+            "limit": partial(bench.pgbench, database, "upsert", users, callers),
+            "vault": partial(bench.vault_upserts, dsn, users, callers),
+            "usual": partial(bench.usual_upserts, dsn, users, callers),
+        }
+        if callers > 1:
+            runners["plain"] = partial(bench.vault_upserts, dsn, users, callers, coalesce=False)
+        await bench.side_by_side("upsert", callers, runners, settle)
     # pgbench's upserts wrote one pre-sealed ciphertext into every row; reseal each row
     # for its own user so the vault's reads decrypt.
     await seed_postgres(dsn, bench.payload, users)
     for callers in bench.config.clients:
+        runners = {
+            "limit": partial(bench.pgbench, database, "select", users, callers),
+            "vault": partial(bench.vault_reads, dsn, users, callers),
+        }
+        if callers > 1:
+            runners["plain"] = partial(bench.vault_reads, dsn, users, callers, coalesce=False)
+        await bench.side_by_side("read", callers, runners, settle)
+    for callers in bench.config.clients:
         await bench.side_by_side(
-            "read",
+            "access-token state read",
             callers,
             {
-                "limit": partial(bench.pgbench, database, "select", users, callers),
-                "vault": partial(bench.vault_reads, dsn, users, callers),
+                "limit": partial(bench.pgbench, database, "state", users, callers),
+                "vault": partial(bench.vault_states, dsn, users, callers),
             },
             settle,
         )

@@ -29,6 +29,7 @@ from token_vault.storage.sqlite import connect_sqlite, to_text
 
 __all__ = [
     "REFRESH",
+    "Batches",
     "Payload",
     "Run",
     "cpu_seconds",
@@ -182,15 +183,31 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass(frozen=True, slots=True)
+class Batches:
+    """How the vault sent the calls of a timed run: statements (on SQLite, commits),
+    the calls they carried, and the most calls one carried."""
+
+    statements: int
+    calls: int
+    largest: int
+
+    @property
+    def mean(self) -> float:
+        return self.calls / self.statements if self.statements else 0.0
+
+
 @dataclass(slots=True)
 class Run:
-    """One timed run: operations completed, wall seconds, each call's latency (ns), and
-    the CPU seconds the client (this process, or pgbench) spent meanwhile."""
+    """One timed run: operations completed, wall seconds, each call's latency (ns), the
+    CPU seconds the client (this process, or pgbench) spent meanwhile, and for the vault
+    how its calls were batched."""
 
     ops: int
     seconds: float
     latencies_ns: list[int] = field(repr=False)
     client_cpu: float = 0.0
+    batches: Batches | None = None
 
     @property
     def rate(self) -> float:
@@ -205,11 +222,13 @@ async def drive_tasks(
     duration: float,
     warmup: float,
     seed: int = 7,
+    timed: Callable[[], None] | None = None,
 ) -> Run:
     """``callers`` asyncio tasks calling ``call(user_id)`` for random users until time is up.
 
-    A warm-up of the same shape runs first and is not counted. The clock stops when the
-    last call in flight has returned, so ``ops / seconds`` counts only finished work.
+    A warm-up of the same shape runs first and is not counted; ``timed()`` is called
+    when the counted part starts. The clock stops when the last call in flight has
+    returned, so ``ops / seconds`` counts only finished work.
     """
     rng = random.Random(seed)
     latencies: list[int] = []
@@ -226,6 +245,8 @@ async def drive_tasks(
     if warmup > 0:
         until = time.perf_counter() + warmup
         await asyncio.gather(*(caller(until, False) for _ in range(callers)))
+    if timed is not None:
+        timed()
     cpu, start = cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(caller(start + duration, True) for _ in range(callers)))
     seconds = time.perf_counter() - start

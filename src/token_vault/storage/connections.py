@@ -36,6 +36,11 @@ class ConnectionPool:
         self._open = 0
         self._closing = False
 
+    @property
+    def size(self) -> int:
+        """The most connections this pool opens."""
+        return self._size
+
     async def _take(self) -> asyncpg.Connection:
         while True:
             if self._closing:

@@ -10,9 +10,11 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, Protocol
 
 from token_vault.crypto.keyring import Sealed
+from token_vault.storage.coalesce import BatchCounts
 from token_vault.storage.outbox import DeliveryOutcome, DeliveryRow, EventRow
 from token_vault.storage.schema import column_position
 
@@ -99,46 +101,80 @@ class StoredRow:
     client_id: str | None = None
 
 
+# The columns a row is built from, picked out of a record in one call.
+_ROW_COLUMNS = (
+    "id",
+    "user_id",
+    "token_type",
+    "ciphertext",
+    "nonce",
+    "key_id",
+    "expires_at",
+    "session_state",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "access_ciphertext",
+    "access_nonce",
+    "access_key_id",
+    "access_expires_at",
+    "lease_owner",
+    "lease_expires_at",
+    "needs_reauth",
+    "client_id",
+    "seal_version",
+)
+_pick_row_columns = itemgetter(*(column_position(name) for name in _ROW_COLUMNS))
+
+
 def stored_row(record: Sequence[Any], parse_time: Callable[[Any], datetime]) -> StoredRow:
     """A fetched record of :data:`~token_vault.storage.schema.COLUMNS` as a row.
 
     ``parse_time`` turns the driver's time value into an aware ``datetime``.
     """
-
-    def at(name: str) -> Any:
-        return record[column_position(name)]
-
-    def time_or_none(name: str) -> datetime | None:
-        value = at(name)
-        return parse_time(value) if value is not None else None
-
+    (
+        entry_id,
+        user_id,
+        token_type,
+        ciphertext,
+        nonce,
+        key_id,
+        expires_at,
+        session_state,
+        stored_metadata,
+        created_at,
+        updated_at,
+        access_ciphertext,
+        access_nonce,
+        access_key_id,
+        access_expires_at,
+        lease_owner,
+        lease_expires_at,
+        needs_reauth,
+        client_id,
+        seal_version,
+    ) = _pick_row_columns(record)
     access = None
-    if at("access_ciphertext") is not None:
+    if access_ciphertext is not None:
         access = Sealed(
-            bytes(at("access_ciphertext")),
-            bytes(at("access_nonce")),
-            at("access_key_id"),
-            int(at("seal_version")),
+            bytes(access_ciphertext), bytes(access_nonce), access_key_id, int(seal_version)
         )
-    stored_metadata = at("metadata")
     return StoredRow(
-        id=at("id"),
-        user_id=at("user_id"),
-        token_type=at("token_type"),
-        sealed=Sealed(
-            bytes(at("ciphertext")), bytes(at("nonce")), at("key_id"), int(at("seal_version"))
-        ),
-        expires_at=parse_time(at("expires_at")),
-        session_state=at("session_state"),
+        id=entry_id,
+        user_id=user_id,
+        token_type=token_type,
+        sealed=Sealed(bytes(ciphertext), bytes(nonce), key_id, int(seal_version)),
+        expires_at=parse_time(expires_at),
+        session_state=session_state,
         metadata=json.loads(stored_metadata) if stored_metadata is not None else {},
-        created_at=parse_time(at("created_at")),
-        updated_at=parse_time(at("updated_at")),
+        created_at=parse_time(created_at),
+        updated_at=parse_time(updated_at),
         access=access,
-        access_expires_at=time_or_none("access_expires_at"),
-        lease_owner=at("lease_owner"),
-        lease_expires_at=time_or_none("lease_expires_at"),
-        needs_reauth=bool(at("needs_reauth")),
-        client_id=at("client_id"),
+        access_expires_at=parse_time(access_expires_at) if access_expires_at is not None else None,
+        lease_owner=lease_owner,
+        lease_expires_at=parse_time(lease_expires_at) if lease_expires_at is not None else None,
+        needs_reauth=bool(needs_reauth),
+        client_id=client_id,
     )
 
 
@@ -308,5 +344,9 @@ class Backend(Protocol):
     async def requeue_event(self, event_id: str, now: datetime) -> bool: ...
 
     async def purge_events(self, before: datetime) -> int: ...
+
+    def batch_counts(self) -> dict[str, BatchCounts]:
+        """Per coalesced statement (or SQLite's group commit): the batches sent so far."""
+        ...
 
     async def close(self) -> None: ...

@@ -9,19 +9,18 @@ Timestamps are stored as fixed-width ISO 8601 UTC text, which sorts correctly.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from token_vault.crypto.keyring import Sealed
 from token_vault.errors import ConfigurationError, UnavailableError
+from token_vault.storage.coalesce import BatchCounts
 from token_vault.storage.outbox import (
     DeliveryOutcome,
     DeliveryRow,
@@ -42,6 +41,7 @@ from token_vault.storage.record import (
 )
 from token_vault.storage.schema import COLUMNS, EVENT_COLUMNS
 from token_vault.storage.url import DatabaseURL
+from token_vault.storage.worker import SQLiteWorker
 
 __all__ = ["UPSERT_REFRESH_TOKEN", "SQLiteBackend", "connect_sqlite"]
 
@@ -460,41 +460,37 @@ def _row(record: tuple[Any, ...]) -> StoredRow:
 
 
 class SQLiteBackend:
-    """Runs each call as one statement on a dedicated thread (one hop per call)."""
+    """Runs each call on the connection's own thread; concurrent writes share a commit
+    (see :mod:`token_vault.storage.worker`)."""
 
     dialect = "sqlite"
 
-    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
-        self._connection = connection
-        self._executor = executor
+    def __init__(self, worker: SQLiteWorker) -> None:
+        self._worker = worker
 
     @classmethod
     async def connect(cls, url: DatabaseURL) -> SQLiteBackend:
         path = url.sqlite_path
         if not Path(path).parent.exists():
             raise ConfigurationError(f"directory of the SQLite file {path!r} does not exist")
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-vault-sqlite")
-        loop = asyncio.get_running_loop()
+        worker = SQLiteWorker(lambda: connect_sqlite(path, check_same_thread=False))
         try:
-            connection = await loop.run_in_executor(
-                executor, lambda: connect_sqlite(path, check_same_thread=False)
-            )
+            await worker.start()
         except sqlite3.Error as exc:
-            executor.shutdown(wait=False)
             raise UnavailableError(f"cannot open SQLite file: {exc}") from None
-        return cls(connection, executor)
+        return cls(worker)
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
+    async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        def call(connection: sqlite3.Connection) -> T:
             try:
-                return work(self._connection)
+                return work(connection)
             except sqlite3.OperationalError as exc:
                 message = str(exc)
                 if any(sign in message for sign in _SCHEMA_SIGNS):
                     raise ConfigurationError(_SCHEMA_BEHIND) from None
                 raise UnavailableError(f"database unavailable: {message}") from None
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await self._worker.run(call, write=write)
 
     async def upsert_refresh(self, row: NewRow) -> str:
         params = (*_params(row), *_access_params(row))
@@ -514,14 +510,16 @@ class SQLiteBackend:
 
     async def fetch_client_offline(self, user_id: str, client_id: str) -> StoredRow | None:
         params = (user_id, client_id)
-        record = await self._run(lambda c: c.execute(SELECT_CLIENT_OFFLINE, params).fetchone())
+        record = await self._run(
+            lambda c: c.execute(SELECT_CLIENT_OFFLINE, params).fetchone(), write=False
+        )
         return _row(record) if record is not None else None
 
     async def fetch_expiring(
         self, now: datetime, until: datetime, limit: int
     ) -> list[tuple[str, str, datetime]]:
         params = (to_text(now), to_text(until), limit)
-        rows = await self._run(lambda c: c.execute(SELECT_EXPIRING, params).fetchall())
+        rows = await self._run(lambda c: c.execute(SELECT_EXPIRING, params).fetchall(), write=False)
         return [(str(r[0]), str(r[1]), datetime.fromisoformat(r[2])) for r in rows]
 
     async def insert_audit(self, record: AuditRecord) -> None:
@@ -547,16 +545,20 @@ class SQLiteBackend:
         return await self._run(lambda c: c.execute(PURGE_AUDIT, (to_text(before),)).rowcount)
 
     async def fetch(self, entry_id: str) -> StoredRow | None:
-        record = await self._run(lambda c: c.execute(SELECT_BY_ID, (entry_id,)).fetchone())
+        record = await self._run(
+            lambda c: c.execute(SELECT_BY_ID, (entry_id,)).fetchone(), write=False
+        )
         return _row(record) if record is not None else None
 
     async def fetch_refresh(self, user_id: str) -> StoredRow | None:
-        record = await self._run(lambda c: c.execute(SELECT_REFRESH_TOKEN, (user_id,)).fetchone())
+        record = await self._run(
+            lambda c: c.execute(SELECT_REFRESH_TOKEN, (user_id,)).fetchone(), write=False
+        )
         return _row(record) if record is not None else None
 
     async def fetch_user(self, user_id: str, token_type: str | None) -> list[StoredRow]:
         records = await self._run(
-            lambda c: c.execute(SELECT_USER_TOKENS, (user_id, token_type)).fetchall()
+            lambda c: c.execute(SELECT_USER_TOKENS, (user_id, token_type)).fetchall(), write=False
         )
         return [_row(r) for r in records]
 
@@ -634,7 +636,8 @@ class SQLiteBackend:
 
     async def rows_on_other_keys(self, primary: str, limit: int, now: datetime) -> list[StoredRow]:
         rows = await self._run(
-            lambda c: c.execute(SELECT_ON_OTHER_KEYS, (primary, limit, to_text(now))).fetchall()
+            lambda c: c.execute(SELECT_ON_OTHER_KEYS, (primary, limit, to_text(now))).fetchall(),
+            write=False,
         )
         return [_row(r) for r in rows]
 
@@ -661,11 +664,13 @@ class SQLiteBackend:
         return bool(await self._run(lambda c: c.execute(RESEAL, params).fetchall()))
 
     async def count_by_key(self) -> dict[str, int]:
-        rows = await self._run(lambda c: c.execute(COUNT_BY_KEY).fetchall())
+        rows = await self._run(lambda c: c.execute(COUNT_BY_KEY).fetchall(), write=False)
         return {str(r[0]): int(r[1]) for r in rows}
 
     async def count_entries(self, now: datetime) -> list[tuple[str, int, int, int]]:
-        rows = await self._run(lambda c: c.execute(COUNT_ENTRIES, (to_text(now),)).fetchall())
+        rows = await self._run(
+            lambda c: c.execute(COUNT_ENTRIES, (to_text(now),)).fetchall(), write=False
+        )
         return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     # -- the outbox --------------------------------------------------------------------
@@ -774,8 +779,10 @@ class SQLiteBackend:
                 return None
             return str(found[0]) if found else None
 
-        return await self._run(read)
+        return await self._run(read, write=False)
+
+    def batch_counts(self) -> dict[str, BatchCounts]:
+        return {"transaction": self._worker.counts}
 
     async def close(self) -> None:
-        await self._run(lambda c: c.close())
-        self._executor.shutdown(wait=True)
+        await self._worker.close()

@@ -18,6 +18,7 @@ from typing import Any
 from token_vault.crypto.keyring import Keyring
 from token_vault.errors import DecryptionError, ValidationError
 from token_vault.storage import open_backend
+from token_vault.storage.coalesce import BatchCounts
 from token_vault.storage.migrate import head_revision
 from token_vault.storage.outbox import new_event_id
 from token_vault.storage.record import Backend, NewRow, RefreshWrite, StoredRow
@@ -626,6 +627,14 @@ class TokenVault:
     async def schema_status(self) -> SchemaStatus:
         """The schema revision, read through the vault's own connections."""
         return SchemaStatus(await self._backend.schema_revision(), head_revision())
+
+    def batch_counts(self) -> dict[str, BatchCounts]:
+        """How concurrent calls were sent together so far, per statement: on PostgreSQL
+        the refresh-token upsert and the two hot reads, on SQLite the shared commits."""
+        return {
+            name: counts.merged(BatchCounts())
+            for name, counts in self._backend.batch_counts().items()
+        }
 
     async def keys_in_use(self) -> dict[str, int]:
         """How many ciphertexts (tokens and cached access tokens) each key id seals."""
