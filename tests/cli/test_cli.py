@@ -152,4 +152,4 @@ def test_json_output_for_scripts(databases: Databases, keyring: Keyring) -> None
     assert stats == {"types": {"refresh": {"entries": 1, "expired": 0, "needs_reauth": 0}}}
     status = json.loads(cli("keys", "status", "--json", env=env).stdout)
     key = {"id": "k1", "primary": True, "configured": True, "ciphertexts": 1}
-    assert status == {"primary": "k1", "keys": [key]}
+    assert status == {"primary": "k1", "keys": [key], "kek": None}  # plain keys, no KEK
