@@ -335,7 +335,10 @@ PURGE_DELIVERED_EVENTS = (
 
 
 def _in_transaction(connection: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """Run ``work`` (statements on ``connection``) as one transaction."""
+    """Run ``work`` (statements on ``connection``) as one transaction. Inside the worker's
+    group commit the call already has its own savepoint: that makes it atomic."""
+    if connection.in_transaction:
+        return work()
     connection.execute("BEGIN IMMEDIATE")
     try:
         result = work()
