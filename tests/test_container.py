@@ -38,6 +38,7 @@ from tests.support.dockerfile import (
 from token_vault import generate_key_spec
 from token_vault.service.devprovider import DevProvider, free_port
 from token_vault.service.settings import ServiceSettings
+from token_vault.storage.migrate import head_revision
 
 DOCKERFILE = parse((ROOT / "Dockerfile").read_text(encoding="utf-8"))
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
@@ -146,6 +147,10 @@ TEST_ONLY = {
     # The provider and the service run on loopback over plain http here; the image gets
     # an https issuer and public URL.
     "TOKEN_VAULT_INSECURE_HTTP": "1",
+    # Which caller may do what is the deployment's own policy (closed by default): here
+    # the test's service account may read.
+    "TOKEN_VAULT_CALLER_POLICY": '{"callers": {"billing-service": '
+    '{"actions": ["read", "token"], "users": "*"}}}',
 }
 
 
@@ -225,7 +230,7 @@ def test_the_images_commands_build_migrate_and_serve(
         image, [*entrypoint, *SERVICES["migrate"]["command"]], env=_compose_env("migrate", {})
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout.strip().endswith("at revision 0004")
+    assert migrated.stdout.strip().endswith(f"at revision {head_revision()}")
 
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"

@@ -30,8 +30,11 @@ import pytest
 from tests.support import ROOT
 from tests.support.databases import Databases
 from token_vault import __version__
-from token_vault.extra import DISTRIBUTION, install_command
+from token_vault.extra import DISTRIBUTION, MODULES, install_command
 from token_vault.service.devprovider import free_port, login
+from token_vault.storage.migrate import head_revision
+
+HEAD = head_revision()
 
 pytestmark = pytest.mark.slow
 
@@ -152,12 +155,12 @@ def test_the_sdist_and_the_wheel_hold_what_they_should(dist: Dist) -> None:
         assert f"token_vault/service/devprovider_node/{shipped}" in names
     assert "token_vault/py.typed" in names
     assert f"oidc_token_vault-{__version__}.dist-info/licenses/LICENSE" in names
-    assert any(n.startswith("token_vault/storage/migrations/versions/0004") for n in names)
+    assert any(n.startswith(f"token_vault/storage/migrations/versions/{HEAD}") for n in names)
     assert not [n for n in names if n.startswith("tests/") or "node_modules/" in n]
     assert f"Name: {DISTRIBUTION}\n" in metadata
     assert "License-Expression: Apache-2.0\n" in metadata
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE))
-    assert extras == {"postgres", "oidc", "service", "all", "dev"}
+    assert extras == {*MODULES, "all", "dev"}
     with tarfile.open(dist.sdist) as sdist:
         files = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
     assert {"LICENSE", "README.md", "CHANGELOG.md", "Dockerfile", "compose.yaml"} <= files
