@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -27,13 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from tests.support.oidc import serve
+from tests.support.oidc import relying_party_app, serve
 from tests.support.third_party import (
     DEFAULT_USERS,
     DjangoOAuthToolkit,
@@ -43,7 +37,6 @@ from tests.support.third_party import (
 from token_vault import Keyring, TokenVault, generate_key_spec
 from token_vault.oidc.access import AccessTokens
 from token_vault.oidc.provider import OpenIDProvider, ProviderSettings
-from token_vault.oidc.routes import LoginSettings, RelyingParty, login_routes
 from token_vault.service.browser import parse_forms, submit, walk, without_query
 from token_vault.service.process import free_port
 
@@ -239,24 +232,9 @@ def query_of(url: str) -> dict[str, str]:
 
 
 def build_app(world: FlowWorld) -> Starlette:
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        vault = await TokenVault.open(world.database_url, world.keyring)
-        provider = OpenIDProvider(world.settings)
-        access = AccessTokens(vault, provider)
-        settings = LoginSettings(base_url=world.app_url, provider_name=world.name)
-        app.state.rp = RelyingParty(vault, provider, access, settings)
-        yield
-        await provider.close()
-        await vault.close()
-
-    async def whoami(request: Request) -> Response:
-        user = RelyingParty.current_user(request)
-        return JSONResponse({"user_id": user.user_id if user else None})
-
-    routes = [*login_routes(lambda request: request.app.state.rp), Route("/", whoami)]
-    middleware = [Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32))]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return relying_party_app(
+        world.database_url, world.keyring, world.settings, world.app_url, world.name
+    )
 
 
 @contextmanager

@@ -120,14 +120,22 @@ def write_jwks(path: Path) -> RSAKey:
     return key
 
 
-def build_app(world: OidcWorld) -> Starlette:
+def relying_party_app(
+    database_url: str,
+    keyring: Keyring,
+    settings: ProviderSettings,
+    app_url: str,
+    provider_name: str,
+) -> Starlette:
+    """A small app with the login routes and a ``/`` that says who is signed in."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        vault = await TokenVault.open(world.database_url, world.keyring)
-        provider = OpenIDProvider(world.settings)
+        vault = await TokenVault.open(database_url, keyring)
+        provider = OpenIDProvider(settings)
         access = AccessTokens(vault, provider)
-        settings = LoginSettings(base_url=world.app_url, provider_name="devprovider")
-        app.state.rp = RelyingParty(vault, provider, access, settings)
+        login = LoginSettings(base_url=app_url, provider_name=provider_name)
+        app.state.rp = RelyingParty(vault, provider, access, login)
         yield
         await provider.close()
         await vault.close()
@@ -139,6 +147,12 @@ def build_app(world: OidcWorld) -> Starlette:
     routes = [*login_routes(lambda request: request.app.state.rp), Route("/", whoami)]
     middleware = [Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32))]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def build_app(world: OidcWorld) -> Starlette:
+    return relying_party_app(
+        world.database_url, world.keyring, world.settings, world.app_url, "devprovider"
+    )
 
 
 @contextmanager

@@ -78,7 +78,8 @@ def create_app(settings: ServiceSettings, *, span_exporter: SpanExporter | None 
             "cookies and the provider's keys travel unprotected; for loopback tests only"
         )
     metrics = Metrics()
-    if not settings.policy().callers:
+    policy = settings.policy()  # read once: the file, if any, is read at start only
+    if not policy.callers:
         log.warning("no caller policy (TOKEN_VAULT_CALLER_POLICY): the API refuses every caller")
 
     @asynccontextmanager
@@ -128,7 +129,7 @@ def create_app(settings: ServiceSettings, *, span_exporter: SpanExporter | None 
                 introspection_endpoint=settings.oidc_introspection_endpoint,
                 introspection_auth=settings.introspection_auth(),
             ),
-            policy=settings.policy(),
+            policy=policy,
             metrics=metrics,
         )
         keeper = None
